@@ -1,0 +1,850 @@
+/* boundary.c - the boundary between the program and the outside world.
+ *
+ * A Boundary object wraps one external callable (time.time, posix.stat, ...).
+ * Recording: the call runs for real and its result or exception is appended
+ * to the trace as a CALL record.  Replay: the call does not run; the next
+ * CALL record must name the same function and thread, and its outcome is
+ * returned or raised.  Any mismatch is a divergence, and replay stops.
+ *
+ * Records (each framed by stream.c):
+ *   'D' varint fid, str name          defines a function id on first use
+ *   'C' varint tid, varint fid, u8 outcome (0 return, 1 raise), value
+ *   'E' value                          the end of the run (a dict)
+ *
+ * Work done by Retrace itself, and calls made while an external call is in
+ * progress (callbacks from C into Python), run with the boundary disabled
+ * for that thread: they execute for real and are not recorded.
+ */
+#include "retrace.h"
+
+#include <pthread.h>
+
+enum { MODE_OFF, MODE_RECORD, MODE_REPLAY };
+enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1 };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *name;      /* "time.time": the identity written to the trace */
+    PyObject *func;      /* the real callable */
+    PyObject *replay;    /* optional: replay(recorded, *args) makes the result */
+    int split;           /* func returns (recorded, returned); replay gives (recorded, None) */
+    uint64_t fid;        /* id in this recording; 0 until first recorded use */
+    vectorcallfunc vectorcall;
+} Boundary;
+
+typedef struct {
+    int disabled;        /* > 0: calls pass through unrecorded */
+    uint64_t tid;        /* thread number in the trace */
+    int has_tid;
+    rt_buf scratch;      /* the record being encoded */
+} rt_thread;
+
+static int g_mode = MODE_OFF;
+static int g_diverged;
+static uint64_t g_event_index;      /* CALL records recorded or replayed so far */
+static uint64_t g_next_fid = 1;
+static uint64_t g_next_tid;
+static rt_writer *g_writer;
+static rt_reader *g_reader;
+static PyObject *g_registry;        /* name -> Boundary, for replay lookups */
+static PyObject *g_divergence;      /* callable building a ReplayDivergence */
+
+/* Replay: recorded fid -> its recorded name and the Boundary of that name in
+ * this replay (borrowed from g_registry; NULL if not intercepted here). */
+typedef struct {
+    PyObject *name;
+    Boundary *boundary;
+} rt_fid;
+static rt_fid *g_fids;
+static size_t g_nfids;
+
+/* Replay: the next record, read ahead but not yet consumed */
+static const uint8_t *g_pending;
+static size_t g_pending_len;
+
+static pthread_key_t g_thread_key;
+static _Thread_local rt_thread *t_state;
+
+static void
+thread_state_free(void *p)
+{
+    rt_thread *t = p;
+    rt_buf_free(&t->scratch);
+    free(t);
+}
+
+static rt_thread *
+thread_state(void)
+{
+    if (!t_state) {
+        t_state = calloc(1, sizeof *t_state);
+        if (!t_state)
+            return NULL;
+        pthread_setspecific(g_thread_key, t_state);
+    }
+    if (!t_state->has_tid && g_mode != MODE_OFF) {
+        t_state->tid = g_next_tid++;
+        t_state->has_tid = 1;
+    }
+    return t_state;
+}
+
+/* ---- exceptions -------------------------------------------------------- */
+
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+static void
+restore_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc,
+                  PyException_GetTraceback(exc));
+#endif
+}
+
+/* Raise ReplayDivergence built by the Python factory. `expected` describes the
+ * recorded event, `actual` the call replay made (NULL when replay asked for
+ * the end of the run). */
+static PyObject *
+diverge(const char *reason, PyObject *expected, PyObject *expected_tid, PyObject *actual,
+        uint64_t actual_tid)
+{
+    g_diverged = 1;
+    rt_thread *t = thread_state();
+    if (t)
+        t->disabled++;
+    PyObject *exc = PyObject_CallFunction(
+        g_divergence, "sKOOOK", reason, (unsigned long long)g_event_index,
+        expected ? expected : Py_None, expected_tid ? expected_tid : Py_None,
+        actual ? actual : Py_None, (unsigned long long)actual_tid);
+    if (t)
+        t->disabled--;
+    if (exc) {
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return NULL;
+}
+
+/* ---- recording ----------------------------------------------------------- */
+
+static int
+append_scratch(rt_thread *t)
+{
+    /* An I/O error stops the recording inside the writer; the application
+     * carries on, so the result is deliberately ignored here. */
+    rt_writer_append(g_writer, t->scratch.data, t->scratch.len);
+    rt_buf_clear(&t->scratch);
+    return 0;
+}
+
+static int
+define_fid(Boundary *self, rt_thread *t)
+{
+    Py_ssize_t n;
+    const char *name = PyUnicode_AsUTF8AndSize(self->name, &n);
+    if (!name)
+        return -1;
+    self->fid = g_next_fid++;
+    rt_buf_clear(&t->scratch);
+    if (rt_buf_put_u8(&t->scratch, 'D') < 0 || rt_buf_put_varint(&t->scratch, self->fid) < 0 ||
+        rt_buf_put_str(&t->scratch, name, (size_t)n) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return append_scratch(t);
+}
+
+/* Encode the CALL record for `result` (or the raised exception when result
+ * is NULL) and append it. The raised exception, if any, is left in place. */
+static int
+record_outcome(Boundary *self, rt_thread *t, PyObject *result)
+{
+    PyObject *exc = result ? NULL : take_exception();
+    rt_buf *b = &t->scratch;
+    rt_buf_clear(b);
+    int rc = 0;
+    if (rt_buf_put_u8(b, 'C') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
+        rt_buf_put_varint(b, self->fid) < 0 ||
+        rt_buf_put_u8(b, result ? OUTCOME_RETURN : OUTCOME_RAISE) < 0) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    else
+        rc = rt_encode(b, result ? result : exc);
+    if (rc == 0) {
+        append_scratch(t);
+        g_event_index++;
+    }
+    if (exc)
+        restore_exception(exc);
+    return rc;
+}
+
+/* The recording cannot continue (out of memory while encoding): stop it and
+ * let the application go on with the real result. */
+static void
+abandon_recording(void)
+{
+    PyErr_WriteUnraisable(NULL);
+    PySys_WriteStderr("retrace: recording stopped: could not encode an event\n");
+    g_mode = MODE_OFF;
+}
+
+static PyObject *
+record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+            PyObject *kwnames)
+{
+    if (!self->fid && define_fid(self, t) < 0) {
+        abandon_recording();
+        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    }
+    t->disabled++;
+    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    PyObject *recorded = res;
+    if (res && self->split) {
+        if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+            t->disabled--;
+            Py_DECREF(res);
+            PyErr_Format(PyExc_SystemError, "split boundary %U must return a 2-tuple", self->name);
+            return NULL;
+        }
+        recorded = PyTuple_GET_ITEM(res, 0);
+    }
+    if (record_outcome(self, t, recorded) < 0) {
+        /* record_outcome failed while a real exception may be pending too */
+        if (res)
+            abandon_recording();
+        else {
+            PyObject *exc = take_exception();
+            abandon_recording();
+            restore_exception(exc);
+        }
+    }
+    t->disabled--;
+    return res;
+}
+
+/* ---- replay -------------------------------------------------------------- */
+
+static PyObject *
+corrupt(const char *what)
+{
+    PyErr_Format(rt_TraceCorrupt, "record %llu is corrupt: %s",
+                 (unsigned long long)g_event_index, what);
+    return NULL;
+}
+
+static int
+note_definition(rt_cursor *c)
+{
+    uint64_t fid;
+    const uint8_t *name;
+    size_t n;
+    if (rt_cur_varint(c, &fid) < 0 || rt_cur_str(c, &name, &n) < 0 || fid == 0 ||
+        fid > (1u << 24)) {
+        corrupt("bad function definition");
+        return -1;
+    }
+    if (fid >= g_nfids) {
+        size_t cap = g_nfids ? g_nfids : 64;
+        while (cap <= fid)
+            cap *= 2;
+        rt_fid *grown = realloc(g_fids, cap * sizeof *grown);
+        if (!grown) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memset(grown + g_nfids, 0, (cap - g_nfids) * sizeof *grown);
+        g_fids = grown;
+        g_nfids = cap;
+    }
+    PyObject *key = PyUnicode_DecodeUTF8((const char *)name, (Py_ssize_t)n, "replace");
+    if (!key)
+        return -1;
+    /* A name this replay does not intercept maps to NULL: calling it diverges. */
+    Boundary *b = (Boundary *)PyDict_GetItemWithError(g_registry, key);
+    if (!b && PyErr_Occurred()) {
+        Py_DECREF(key);
+        return -1;
+    }
+    Py_XSETREF(g_fids[fid].name, key);
+    g_fids[fid].boundary = b;
+    return 0;
+}
+
+/* Make the next non-definition record pending. 1: pending, 0: end of the
+ * recording, -1: error set. */
+static int
+fetch_pending(void)
+{
+    while (!g_pending) {
+        const uint8_t *rec;
+        size_t len;
+        int st = rt_reader_next(g_reader, &rec, &len);
+        if (st < 0) {
+            PyErr_SetString(rt_TraceCorrupt, rt_reader_error(g_reader));
+            return -1;
+        }
+        if (st == 0)
+            return 0;
+        if (len == 0) {
+            corrupt("empty record");
+            return -1;
+        }
+        if (rec[0] == 'D') {
+            rt_cursor c = {rec + 1, rec + len};
+            if (note_definition(&c) < 0)
+                return -1;
+            continue;
+        }
+        g_pending = rec;
+        g_pending_len = len;
+    }
+    return 1;
+}
+
+/* What the pending record expects, for messages: ("time.time", tid) or a
+ * description of a non-call record. Returns new refs in *name, *tid. */
+static void
+describe_pending(PyObject **name, PyObject **tid)
+{
+    *name = NULL;
+    *tid = NULL;
+    if (!g_pending) {
+        int64_t cut = rt_reader_truncated(g_reader);
+        *name = cut >= 0
+            ? PyUnicode_FromFormat("<end of recording: the trace was cut short at offset %lld>",
+                                   (long long)cut)
+            : PyUnicode_FromString("<end of recording>");
+        return;
+    }
+    if (g_pending[0] == 'E') {
+        *name = PyUnicode_FromString("<end of the recorded run>");
+        return;
+    }
+    rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+    uint64_t t, fid;
+    if (g_pending[0] != 'C' || rt_cur_varint(&c, &t) < 0 || rt_cur_varint(&c, &fid) < 0) {
+        *name = PyUnicode_FromString("<corrupt record>");
+        return;
+    }
+    *tid = PyLong_FromUnsignedLongLong(t);
+    if (fid < g_nfids && g_fids[fid].name)
+        *name = g_fids[fid].boundary
+            ? Py_NewRef(g_fids[fid].name)
+            : PyUnicode_FromFormat("%U (not intercepted by this replay)", g_fids[fid].name);
+    else
+        *name = PyUnicode_FromFormat("<undefined function #%llu>", (unsigned long long)fid);
+}
+
+static PyObject *
+diverge_at_pending(const char *reason, PyObject *actual, uint64_t actual_tid)
+{
+    PyObject *name, *tid;
+    describe_pending(&name, &tid);
+    diverge(reason, name, tid, actual, actual_tid);
+    Py_XDECREF(name);
+    Py_XDECREF(tid);
+    return NULL;
+}
+
+static PyObject *
+replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+            PyObject *kwnames)
+{
+    if (g_diverged)
+        return diverge("replay already diverged", NULL, NULL, self->name, t->tid);
+    int st = fetch_pending();
+    if (st < 0)
+        return NULL;
+    if (st == 0)
+        return diverge_at_pending("the recording ends before this call", self->name, t->tid);
+
+    rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+    uint64_t tid, fid;
+    uint8_t outcome;
+    if (g_pending[0] != 'C')
+        return diverge_at_pending("the recorded run made no further call here", self->name,
+                                  t->tid);
+    if (rt_cur_varint(&c, &tid) < 0 || rt_cur_varint(&c, &fid) < 0 ||
+        rt_cur_u8(&c, &outcome) < 0 || outcome > OUTCOME_RAISE)
+        return corrupt("bad call record");
+    if (fid >= g_nfids || g_fids[fid].boundary != self || tid != t->tid)
+        return diverge_at_pending("a different call was recorded here", self->name, t->tid);
+
+    PyObject *value = rt_decode(&c);
+    if (!value)
+        return NULL;
+    g_pending = NULL;
+    g_event_index++;
+    if (outcome == OUTCOME_RAISE) {
+        if (!PyExceptionInstance_Check(value)) {
+            Py_DECREF(value);
+            return corrupt("raised value is not an exception");
+        }
+        PyErr_SetObject((PyObject *)Py_TYPE(value), value);
+        Py_DECREF(value);
+        return NULL;
+    }
+    PyObject *res;
+    if (self->replay) {
+        /* replay(recorded, *args, **kwargs): internal work, so the boundary is off */
+        Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+        Py_ssize_t total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+        PyObject **full = PyMem_Malloc((size_t)(total + 1) * sizeof *full);
+        if (!full) {
+            Py_DECREF(value);
+            return PyErr_NoMemory();
+        }
+        full[0] = value;
+        for (Py_ssize_t i = 0; i < total; i++)
+            full[i + 1] = args[i];
+        t->disabled++;
+        res = PyObject_Vectorcall(self->replay, full, (size_t)nargs + 1, kwnames);
+        t->disabled--;
+        PyMem_Free(full);
+        if (res && self->split) {
+            Py_SETREF(res, PyTuple_Pack(2, value, res));
+        }
+        Py_DECREF(value);
+        return res;
+    }
+    if (self->split) {
+        res = PyTuple_Pack(2, value, Py_None);
+        Py_DECREF(value);
+        return res;
+    }
+    return value;
+}
+
+/* ---- the Boundary type ----------------------------------------------------- */
+
+static PyObject *
+boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Boundary *self = (Boundary *)op;
+    if (g_mode == MODE_OFF)
+        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    if (t->disabled)
+        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    if (g_mode == MODE_RECORD)
+        return record_call(self, t, args, nargsf, kwnames);
+    return replay_call(self, t, args, nargsf, kwnames);
+}
+
+static PyTypeObject BoundaryType;
+static PyTypeObject BoundaryMethodType;
+
+static PyObject *
+boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "func", "replay", "split", NULL};
+    PyObject *name, *func, *replay = Py_None;
+    int split = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Op:Boundary", kwlist, &name, &func,
+                                     &replay, &split))
+        return NULL;
+    if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay))) {
+        PyErr_SetString(PyExc_TypeError, "func and replay must be callable");
+        return NULL;
+    }
+    Boundary *self = (Boundary *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->name = Py_NewRef(name);
+    self->func = Py_NewRef(func);
+    self->replay = replay == Py_None ? NULL : Py_NewRef(replay);
+    self->split = split;
+    self->vectorcall = boundary_vectorcall;
+    if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int
+boundary_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Boundary *self = (Boundary *)op;
+    Py_VISIT(self->name);
+    Py_VISIT(self->func);
+    Py_VISIT(self->replay);
+    return 0;
+}
+
+static void
+boundary_dealloc(PyObject *op)
+{
+    Boundary *self = (Boundary *)op;
+    PyObject_GC_UnTrack(op);
+    Py_CLEAR(self->name);
+    Py_CLEAR(self->func);
+    Py_CLEAR(self->replay);
+    Py_TYPE(op)->tp_free(op);
+}
+
+static PyObject *
+boundary_repr(PyObject *op)
+{
+    return PyUnicode_FromFormat("<retrace boundary %U>", ((Boundary *)op)->name);
+}
+
+/* Methods of C types bind like functions: obj.meth(...) calls meth(obj, ...). */
+static PyObject *
+boundary_method_get(PyObject *op, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(op);
+    return PyMethod_New(op, obj);
+}
+
+static PyObject *
+boundary_get_name(PyObject *op, void *Py_UNUSED(c))
+{
+    return Py_NewRef(((Boundary *)op)->name);
+}
+
+static PyObject *
+boundary_get_func(PyObject *op, void *Py_UNUSED(c))
+{
+    return Py_NewRef(((Boundary *)op)->func);
+}
+
+static PyGetSetDef boundary_getset[] = {
+    {"name", boundary_get_name, NULL, "the identity written to the trace", NULL},
+    {"__wrapped__", boundary_get_func, NULL, "the real callable", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+#define BOUNDARY_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL)
+#define BOUNDARY_TYPE_FIELDS                                                       \
+    .tp_basicsize = sizeof(Boundary),                                              \
+    .tp_new = boundary_new, .tp_dealloc = boundary_dealloc,                          \
+    .tp_traverse = boundary_traverse, .tp_repr = boundary_repr,                      \
+    .tp_call = PyVectorcall_Call, .tp_vectorcall_offset = offsetof(Boundary, vectorcall), \
+    .tp_getset = boundary_getset
+
+static PyTypeObject BoundaryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "retrace._engine.Boundary",
+    .tp_doc = "Boundary(name, func, *, replay=None, split=False): an external callable",
+    .tp_flags = BOUNDARY_FLAGS,
+    BOUNDARY_TYPE_FIELDS,
+};
+
+static PyTypeObject BoundaryMethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "retrace._engine.BoundaryMethod",
+    .tp_doc = "A Boundary that binds like a method when stored in a class",
+    .tp_flags = BOUNDARY_FLAGS | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    BOUNDARY_TYPE_FIELDS,
+    .tp_descr_get = boundary_method_get,
+};
+
+/* ---- module functions ------------------------------------------------------ */
+
+static PyObject *
+busy_error(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "a recording or replay is already active");
+    return NULL;
+}
+
+static void
+reset_state(void)
+{
+    g_diverged = 0;
+    g_event_index = 0;
+    g_next_fid = 1;
+    g_next_tid = 0;
+    g_pending = NULL;
+    for (size_t i = 0; i < g_nfids; i++) {
+        Py_CLEAR(g_fids[i].name);
+        g_fids[i].boundary = NULL;
+    }
+    rt_thread *t = thread_state();
+    if (t)
+        t->has_tid = 0;
+    /* fids are per recording */
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(g_registry, &pos, &key, &value))
+        ((Boundary *)value)->fid = 0;
+}
+
+/* start_recording(path, header: bytes) */
+static PyObject *
+start_recording(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *path;
+    Py_buffer header;
+    char err[512];
+    if (!PyArg_ParseTuple(args, "O&y*", PyUnicode_FSConverter, &path, &header))
+        return NULL;
+    if (g_mode != MODE_OFF || g_writer || g_reader) {
+        Py_DECREF(path);
+        PyBuffer_Release(&header);
+        return busy_error();
+    }
+    rt_writer *w;
+    Py_BEGIN_ALLOW_THREADS
+    w = rt_writer_open(PyBytes_AS_STRING(path), header.buf, (size_t)header.len, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path);
+    PyBuffer_Release(&header);
+    if (!w) {
+        PyErr_SetString(PyExc_OSError, err);
+        return NULL;
+    }
+    g_writer = w;
+    reset_state();
+    g_mode = MODE_RECORD;
+    thread_state();       /* the starting thread is thread 0 */
+    Py_RETURN_NONE;
+}
+
+/* open_replay(path) -> header bytes; replay starts with start_replay() */
+static PyObject *
+open_replay(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    PyObject *path;
+    char err[512];
+    if (!PyUnicode_FSConverter(arg, &path))
+        return NULL;
+    if (g_mode != MODE_OFF || g_writer || g_reader) {
+        Py_DECREF(path);
+        return busy_error();
+    }
+    g_reader = rt_reader_open(PyBytes_AS_STRING(path), err, sizeof err);
+    Py_DECREF(path);
+    if (!g_reader) {
+        PyErr_SetString(rt_TraceCorrupt, err);
+        return NULL;
+    }
+    size_t n;
+    const uint8_t *h = rt_reader_header(g_reader, &n);
+    reset_state();
+    return PyBytes_FromStringAndSize((const char *)h, (Py_ssize_t)n);
+}
+
+static PyObject *
+start_replay(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    if (!g_reader || g_mode != MODE_OFF)
+        return busy_error();
+    g_mode = MODE_REPLAY;
+    thread_state();
+    Py_RETURN_NONE;
+}
+
+/* end(info): record the END record; in replay, check the recording ends here
+ * and return the recorded info. Either way the boundary is switched off. */
+static PyObject *
+end(PyObject *Py_UNUSED(m), PyObject *info)
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    if (g_mode == MODE_RECORD) {
+        g_mode = MODE_OFF;
+        rt_buf_clear(&t->scratch);
+        if (rt_buf_put_u8(&t->scratch, 'E') < 0)
+            return PyErr_NoMemory();
+        if (rt_encode(&t->scratch, info) < 0)
+            return NULL;
+        append_scratch(t);
+        Py_RETURN_NONE;
+    }
+    if (g_mode != MODE_REPLAY)
+        Py_RETURN_NONE;
+    if (g_diverged) {
+        g_mode = MODE_OFF;
+        Py_RETURN_NONE;
+    }
+    int st = fetch_pending();
+    if (st < 0)
+        return NULL;
+    if (st == 0 || g_pending[0] != 'E') {
+        diverge_at_pending(st == 0 ? "the recording ends without the end of the run"
+                                   : "the replay finished while the recording continues",
+                           NULL, t->tid);
+        g_mode = MODE_OFF;
+        return NULL;
+    }
+    rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+    g_pending = NULL;
+    g_mode = MODE_OFF;
+    return rt_decode(&c);
+}
+
+/* stop() -> error message or None: close the writer or reader. */
+static PyObject *
+stop(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    char err[512] = "";
+    int rc = 0;
+    g_mode = MODE_OFF;
+    if (g_writer) {
+        rt_writer *w = g_writer;
+        g_writer = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        rc = rt_writer_close(w, err, sizeof err);
+        Py_END_ALLOW_THREADS
+    }
+    if (g_reader) {
+        rt_reader_close(g_reader);
+        g_reader = NULL;
+        g_pending = NULL;
+    }
+    if (rc < 0)
+        return PyUnicode_FromString(err);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+flush(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    int rc = 0;
+    if (g_writer) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = rt_writer_flush(g_writer);
+        Py_END_ALLOW_THREADS
+    }
+    return PyBool_FromLong(rc == 0);
+}
+
+static PyObject *
+mode(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    static const char *names[] = {"off", "record", "replay"};
+    return PyUnicode_FromString(names[g_mode]);
+}
+
+/* active() -> True when a call made now by this thread would be recorded or
+ * replayed (cheap check for Python-level wrappers). */
+static PyObject *
+active(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    if (g_mode == MODE_OFF)
+        Py_RETURN_FALSE;
+    rt_thread *t = thread_state();
+    return PyBool_FromLong(t && !t->disabled);
+}
+
+static PyObject *
+event_index(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    return PyLong_FromUnsignedLongLong(g_event_index);
+}
+
+static PyObject *
+suspend(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    t->disabled++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+resume(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    if (t->disabled > 0)
+        t->disabled--;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
+{
+    Py_XSETREF(g_divergence, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+/* patch_type(type, name, value): set an attribute of a C type, including
+ * static and immutable ones, so that instances keep their real type. */
+static PyObject *
+patch_type(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyTypeObject *type;
+    PyObject *name, *value;
+    if (!PyArg_ParseTuple(args, "O!UO", &PyType_Type, &type, &name, &value))
+        return NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *dict = PyType_GetDict(type);
+#else
+    PyObject *dict = Py_XNewRef(type->tp_dict);
+#endif
+    if (!dict) {
+        PyErr_Format(PyExc_TypeError, "type %s has no dict to patch", type->tp_name);
+        return NULL;
+    }
+    int rc = PyDict_SetItem(dict, name, value);
+    Py_DECREF(dict);
+    if (rc < 0)
+        return NULL;
+    PyType_Modified(type);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef boundary_methods[] = {
+    {"start_recording", start_recording, METH_VARARGS, "start_recording(path, header)"},
+    {"open_replay", open_replay, METH_O, "open_replay(path) -> header bytes"},
+    {"start_replay", start_replay, METH_NOARGS, "start replaying the opened trace"},
+    {"end", end, METH_O, "end(info): the run ends here; returns the recorded info in replay"},
+    {"stop", stop, METH_NOARGS, "close the trace; returns an error message or None"},
+    {"flush", flush, METH_NOARGS, "write all recorded events to the file now"},
+    {"mode", mode, METH_NOARGS, "'off', 'record' or 'replay'"},
+    {"active", active, METH_NOARGS, "whether this thread's calls cross the boundary now"},
+    {"event_index", event_index, METH_NOARGS, "calls recorded or replayed so far"},
+    {"suspend", suspend, METH_NOARGS, "switch the boundary off for this thread (nests)"},
+    {"resume", resume, METH_NOARGS, "undo one suspend()"},
+    {"set_divergence_factory", set_divergence_factory, METH_O,
+     "fn(reason, index, expected, expected_tid, actual, actual_tid) -> ReplayDivergence"},
+    {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+rt_boundary_init(PyObject *module)
+{
+    if (pthread_key_create(&g_thread_key, thread_state_free) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pthread_key_create failed");
+        return -1;
+    }
+    g_registry = PyDict_New();
+    if (!g_registry || PyType_Ready(&BoundaryType) < 0 || PyType_Ready(&BoundaryMethodType) < 0)
+        return -1;
+    if (PyModule_AddObjectRef(module, "Boundary", (PyObject *)&BoundaryType) < 0 ||
+        PyModule_AddObjectRef(module, "BoundaryMethod", (PyObject *)&BoundaryMethodType) < 0 ||
+        PyModule_AddObjectRef(module, "registry", g_registry) < 0 ||
+        PyModule_AddFunctions(module, boundary_methods) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,139 @@
+/* retrace.h - declarations shared by the C components of retrace._engine.
+ *
+ *   buf.c       growable byte buffers and bounds-checked cursors (varints)
+ *   codec.c     the tagged binary value encoding (docs/trace-format.md)
+ *   stream.c    chunked trace file: background writer thread and mmap reader
+ *   boundary.c  boundary wrappers, record/replay of calls, divergence checks
+ *   engine.c    the Python module: exported functions and module state
+ */
+#ifndef RETRACE_H
+#define RETRACE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- buf.c ------------------------------------------------------------ */
+
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} rt_buf;
+
+/* All rt_buf_* return 0 on success, -1 when memory is exhausted (no Python
+ * exception is set: these run on the writer thread too). */
+int rt_buf_reserve(rt_buf *b, size_t extra);
+int rt_buf_put(rt_buf *b, const void *p, size_t n);
+int rt_buf_put_u8(rt_buf *b, uint8_t v);
+int rt_buf_put_u32(rt_buf *b, uint32_t v);          /* little endian */
+int rt_buf_put_u64(rt_buf *b, uint64_t v);          /* little endian */
+int rt_buf_put_varint(rt_buf *b, uint64_t v);       /* LEB128 */
+int rt_buf_put_svarint(rt_buf *b, int64_t v);       /* zigzag + LEB128 */
+int rt_buf_put_str(rt_buf *b, const char *s, size_t n); /* varint len + bytes */
+void rt_buf_clear(rt_buf *b);                       /* len = 0, keeps memory */
+void rt_buf_free(rt_buf *b);
+
+/* A read cursor over bytes that may be corrupt. Every getter returns 0 on
+ * success and -1 when the data ends early or is malformed; it never reads
+ * past `end`. */
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+} rt_cursor;
+
+int rt_cur_u8(rt_cursor *c, uint8_t *v);
+int rt_cur_u32(rt_cursor *c, uint32_t *v);
+int rt_cur_u64(rt_cursor *c, uint64_t *v);
+int rt_cur_varint(rt_cursor *c, uint64_t *v);
+int rt_cur_svarint(rt_cursor *c, int64_t *v);
+int rt_cur_bytes(rt_cursor *c, size_t n, const uint8_t **out);
+int rt_cur_str(rt_cursor *c, const uint8_t **s, size_t *n); /* varint len + bytes */
+
+uint32_t rt_get_u32(const uint8_t *p);
+uint64_t rt_get_u64(const uint8_t *p);
+
+/* ---- codec.c ---------------------------------------------------------- */
+
+/* Nesting deeper than this is encoded as an opaque value (and rejected
+ * when decoding), so a hostile trace cannot exhaust the C stack. */
+#define RT_CODEC_MAX_DEPTH 200
+
+/* Called once from module init: imports the datetime C API. */
+int rt_codec_init(void);
+
+/* Append the encoding of `v` to `out`. Values the codec has no tag for are
+ * encoded as OPAQUE (type name + repr), so recording never fails because of
+ * an unusual value. Returns -1 with a Python exception set only when memory
+ * runs out or repr() itself raises. */
+int rt_encode(rt_buf *out, PyObject *v);
+
+/* Decode one value at the cursor. Returns a new reference, or NULL with
+ * retrace.TraceCorrupt (rt_TraceCorrupt) set for malformed data. Decoding
+ * never imports a module and never runs code named by the trace: types are
+ * looked up among modules already in sys.modules (plus a fixed stdlib list). */
+PyObject *rt_decode(rt_cursor *in);
+
+/* ---- stream.c --------------------------------------------------------- */
+
+#define RT_FILE_MAGIC "RETRACE\x01"
+#define RT_FORMAT_VERSION 1
+#define RT_CHUNK_MAGIC 0x4b435452u   /* "RTCK" little endian */
+#define RT_CHUNK_ZLIB 1u              /* chunk flag: payload is zlib-compressed */
+#define RT_FLUSH_INTERVAL_MS 100
+
+typedef struct rt_writer rt_writer;
+
+/* Create the trace file (mode 0600, O_EXCL is not used: an existing file is
+ * replaced), write the file header, start the background writer thread.
+ * On failure returns NULL and writes a message into err. */
+rt_writer *rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
+                          char *err, size_t errlen);
+
+/* Append one record (copied). Thread-safe, never blocks on I/O. Records never
+ * straddle chunks. Returns -1 after a sticky I/O error (record dropped). */
+int rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len);
+
+/* Write everything appended so far and wait until it reached the file. */
+int rt_writer_flush(rt_writer *w);
+
+/* Flush, stop the thread, close the file, free. Returns 0, or -1 if any
+ * I/O error happened during the recording (message in err). */
+int rt_writer_close(rt_writer *w, char *err, size_t errlen);
+
+/* The first I/O error, or NULL. */
+const char *rt_writer_error(rt_writer *w);
+
+typedef struct rt_reader rt_reader;
+
+/* Open and validate the file header. NULL + message on failure. */
+rt_reader *rt_reader_open(const char *path, char *err, size_t errlen);
+const uint8_t *rt_reader_header(rt_reader *r, size_t *len);
+
+/* Next record: 1 and (*rec, *len) valid until the next call; 0 at the end of
+ * the readable data; -1 on corruption (message with the file offset in
+ * rt_reader_error). A chunk cut short by the end of the file (a recording
+ * killed mid-write) ends the data: 0 is returned and rt_reader_truncated()
+ * reports the offset. */
+int rt_reader_next(rt_reader *r, const uint8_t **rec, size_t *len);
+const char *rt_reader_error(rt_reader *r);
+/* Offset of the incomplete chunk at the end of the file, or -1. */
+int64_t rt_reader_truncated(rt_reader *r);
+uint64_t rt_reader_file_size(rt_reader *r);
+uint64_t rt_reader_chunk_count(rt_reader *r);
+void rt_reader_close(rt_reader *r);
+
+/* Adds the Opaque type (decoded unencodable values) to the module. */
+int rt_codec_add_types(PyObject *module);
+
+/* ---- boundary.c ------------------------------------------------------- */
+
+/* Adds Boundary, BoundaryMethod and the record/replay functions. */
+int rt_boundary_init(PyObject *module);
+
+/* ---- engine.c --------------------------------------------------------- */
+
+extern PyObject *rt_TraceCorrupt;   /* retrace.TraceCorrupt, set by engine init */
+
+#endif

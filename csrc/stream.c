@@ -1,0 +1,622 @@
+/* stream.c - the chunked trace file (layout: docs/trace-format-stream.md).
+ *
+ * Owns the file header, the chunk framing, compression and checksums.
+ *
+ * Writer: application threads copy records into the active chunk buffer
+ * under a short mutex; one background pthread hands the buffer over
+ * (double buffering), compresses it and writes it, so recording never waits
+ * for the disk. The thread never touches the Python API.
+ *
+ * Reader: maps the whole file and walks it chunk by chunk, telling a
+ * recording that was cut short (truncation: the readable prefix is returned)
+ * from damage (corruption: an error naming the file offset).
+ */
+#include "retrace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define FILE_HEADER_FIXED 16          /* magic, version, header_len */
+#define CHUNK_HEADER_LEN 36
+#define CHUNK_TARGET (1u << 20)       /* hand the active chunk over at 1 MiB */
+#define MEMORY_CAP (64u << 20)        /* backlog beyond which records are dropped */
+#define MAX_RAW_LEN (1u << 30)        /* reader: a larger chunk is corrupt */
+#define VARINT_MAX 10
+
+static void
+put_le32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void
+put_le64(uint8_t *p, uint64_t v)
+{
+    put_le32(p, (uint32_t)v);
+    put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* write(2) all of p, retrying after EINTR and short writes. */
+static int
+write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *s = p;
+    while (n > 0) {
+        ssize_t k = write(fd, s, n);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        s += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* ---- writer ----------------------------------------------------------- */
+
+struct rt_writer {
+    int fd;
+    char *path;
+    pid_t owner;              /* the process in which the thread runs */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;      /* to the thread: work to do (CLOCK_MONOTONIC) */
+    pthread_cond_t flushed;   /* from the thread: flush_done advanced */
+
+    /* Guarded by mu. */
+    rt_buf active;            /* records appended since the last hand-over */
+    uint32_t active_count;
+    uint64_t next_index;      /* global index of the first record in active */
+    uint64_t flush_req;       /* flush requests made ... */
+    uint64_t flush_done;      /* ... and completed */
+    uint64_t dropped;         /* records refused because of MEMORY_CAP */
+    int stop;
+    int failed;               /* sticky; error[] is final once this is set */
+
+    /* Owned by the writer thread (and by close after the join). */
+    rt_buf spare;             /* the chunk being written */
+    rt_buf zbuf;              /* its compressed form */
+    char error[512];
+};
+
+/* Describe an I/O error and announce it with one line on stderr. The caller
+ * then sets w->failed under mu, which publishes error[] to other threads. */
+static void
+describe_failure(rt_writer *w, const char *what, int errnum)
+{
+    char ebuf[128];
+    snprintf(w->error, sizeof w->error, "%s %s failed: %s",
+             what, w->path, strerror_r(errnum, ebuf, sizeof ebuf));
+    char line[sizeof w->error + 100];
+    int n = snprintf(line, sizeof line, "retrace: recording stopped: %s; "
+                     "the trace keeps everything before this point\n", w->error);
+    /* Nothing useful can be done if stderr itself fails. */
+    ssize_t rc = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+    (void)rc;
+}
+
+/* Compress w->spare (best effort) and write it as one chunk. Runs on the
+ * writer thread without the mutex. */
+static int
+write_chunk(rt_writer *w, uint32_t count, uint64_t first)
+{
+    const uint8_t *payload = w->spare.data;
+    size_t raw_len = w->spare.len;
+    size_t stored_len = raw_len;
+    uint32_t flags = 0;
+
+    /* Out of memory, or data that does not shrink: store it as is. */
+    uLong bound = compressBound(raw_len);
+    rt_buf_clear(&w->zbuf);
+    if (rt_buf_reserve(&w->zbuf, bound) == 0) {
+        uLongf zlen = bound;
+        if (compress2(w->zbuf.data, &zlen, payload, raw_len, 1) == Z_OK && zlen < raw_len) {
+            payload = w->zbuf.data;
+            stored_len = zlen;
+            flags = RT_CHUNK_ZLIB;
+        }
+    }
+
+    uint8_t h[CHUNK_HEADER_LEN];
+    put_le32(h, RT_CHUNK_MAGIC);
+    put_le32(h + 4, flags);
+    put_le32(h + 8, (uint32_t)stored_len);
+    put_le32(h + 12, (uint32_t)raw_len);
+    put_le32(h + 16, count);
+    put_le64(h + 20, first);
+    put_le32(h + 28, (uint32_t)crc32(0, payload, (uInt)stored_len));
+    put_le32(h + 32, (uint32_t)crc32(0, h, 32));
+    if (write_all(w->fd, h, sizeof h) < 0 || write_all(w->fd, payload, stored_len) < 0)
+        return -1;
+    return 0;
+}
+
+static void *
+writer_main(void *arg)
+{
+    rt_writer *w = arg;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_nsec += RT_FLUSH_INTERVAL_MS * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        while (!w->stop && w->flush_done == w->flush_req && w->active.len < CHUNK_TARGET
+               && pthread_cond_timedwait(&w->wake, &w->mu, &deadline) != ETIMEDOUT)
+            ;
+
+        /* Everything appended before these requests is in active now. */
+        uint64_t req = w->flush_req;
+        int stop = w->stop;
+        if (w->active_count > 0 && !w->failed) {
+            rt_buf full = w->active;
+            uint32_t count = w->active_count;
+            uint64_t first = w->next_index;
+            w->active = w->spare;
+            w->spare = full;
+            w->active_count = 0;
+            w->next_index += count;
+            pthread_mutex_unlock(&w->mu);
+
+            int rc = write_chunk(w, count, first);
+            if (rc < 0)
+                describe_failure(w, "writing", errno);
+            rt_buf_clear(&w->spare);
+            /* A burst of large records must not pin three buffers of up
+             * to MEMORY_CAP for the rest of the run. */
+            if (w->spare.cap > 4 * CHUNK_TARGET) {
+                rt_buf_free(&w->spare);
+                rt_buf_free(&w->zbuf);
+            }
+
+            pthread_mutex_lock(&w->mu);
+            if (rc < 0) {
+                /* From now on appends are refused; drop what is pending. */
+                w->failed = 1;
+                rt_buf_free(&w->active);
+                w->active_count = 0;
+            }
+        }
+        w->flush_done = req;
+        pthread_cond_broadcast(&w->flushed);
+        if (stop)
+            break;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
+static void
+writer_free(rt_writer *w)
+{
+    rt_buf_free(&w->active);
+    rt_buf_free(&w->spare);
+    rt_buf_free(&w->zbuf);
+    free(w->path);
+    free(w);
+}
+
+rt_writer *
+rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
+               char *err, size_t errlen)
+{
+    char ebuf[128];
+    if (header_len > UINT32_MAX) {
+        snprintf(err, errlen, "trace header of %zu bytes is too large", header_len);
+        return NULL;
+    }
+    rt_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->path = strdup(path))) {
+        free(w);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (w->fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+        writer_free(w);
+        return NULL;
+    }
+
+    /* O_CREAT's mode does not apply to a file that already exists. Only a
+     * regular file is ours to chmod: never change /dev/null or a FIFO. */
+    struct stat st;
+    if (fstat(w->fd, &st) < 0 || (S_ISREG(st.st_mode) && fchmod(w->fd, 0600) < 0)) {
+        snprintf(err, errlen, "cannot make %s private: %s",
+                 path, strerror_r(errno, ebuf, sizeof ebuf));
+        goto fail;
+    }
+
+    rt_buf h = {0};
+    int rc = rt_buf_put(&h, RT_FILE_MAGIC, 8);
+    rc |= rt_buf_put_u32(&h, RT_FORMAT_VERSION);
+    rc |= rt_buf_put_u32(&h, (uint32_t)header_len);
+    rc |= rt_buf_put(&h, header, header_len);
+    rc |= rt_buf_put_u32(&h, (uint32_t)crc32(0, header, (uInt)header_len));
+    if (rc < 0) {
+        rt_buf_free(&h);
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    rc = write_all(w->fd, h.data, h.len);
+    rt_buf_free(&h);
+    if (rc < 0) {
+        snprintf(err, errlen, "writing %s failed: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+        goto fail;
+    }
+
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w->wake, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&w->flushed, NULL);
+
+    /* fork() copies this writer but not its thread. Until a pthread_atfork
+     * handler registered here takes over (mutex state in the child, a fresh
+     * thread or a detached writer), flush and close in a child check owner
+     * and leave the thread alone instead of waiting for it forever. */
+    w->owner = getpid();
+
+    /* The thread blocks all signals, so Python's handlers keep running on
+     * the main thread and interrupting its system calls. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(&w->thread, NULL, writer_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the trace writer thread: %s",
+                 strerror_r(rc, ebuf, sizeof ebuf));
+        pthread_cond_destroy(&w->flushed);
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->mu);
+        goto fail;
+    }
+    return w;
+
+fail:
+    close(w->fd);
+    writer_free(w);
+    return NULL;
+}
+
+int
+rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len)
+{
+    int rc = -1;
+    pthread_mutex_lock(&w->mu);
+    size_t old = w->active.len;
+    if (w->failed) {
+        /* Recording stopped: the record is discarded. */
+    }
+    else if (len > MEMORY_CAP || old + VARINT_MAX + len > MEMORY_CAP) {
+        w->dropped++;
+    }
+    else if (rt_buf_put_varint(&w->active, len) < 0 || rt_buf_put(&w->active, rec, len) < 0) {
+        w->active.len = old;   /* no half-written record */
+        w->dropped++;
+    }
+    else {
+        w->active_count++;
+        if (old < CHUNK_TARGET && w->active.len >= CHUNK_TARGET)
+            pthread_cond_signal(&w->wake);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int
+rt_writer_flush(rt_writer *w)
+{
+    if (getpid() != w->owner)
+        return -1;   /* a forked child: there is no writer thread here */
+    pthread_mutex_lock(&w->mu);
+    uint64_t req = ++w->flush_req;
+    pthread_cond_signal(&w->wake);
+    /* The thread answers every request, also after a failure. */
+    while (w->flush_done < req)
+        pthread_cond_wait(&w->flushed, &w->mu);
+    int rc = w->failed ? -1 : 0;
+    pthread_mutex_unlock(&w->mu);
+    return rc;
+}
+
+int
+rt_writer_close(rt_writer *w, char *err, size_t errlen)
+{
+    if (getpid() == w->owner) {
+        pthread_mutex_lock(&w->mu);
+        w->stop = 1;
+        pthread_cond_signal(&w->wake);
+        pthread_mutex_unlock(&w->mu);
+        pthread_join(w->thread, NULL);
+        pthread_cond_destroy(&w->flushed);
+        pthread_cond_destroy(&w->wake);
+        pthread_mutex_destroy(&w->mu);
+        if (!w->failed && fsync(w->fd) < 0 && errno != EINVAL) {
+            /* EINVAL: a pipe or device that cannot be synced; nothing lost. */
+            describe_failure(w, "syncing", errno);
+            w->failed = 1;
+        }
+    }
+    if (close(w->fd) < 0 && !w->failed) {
+        describe_failure(w, "closing", errno);
+        w->failed = 1;
+    }
+
+    int rc = w->failed || w->dropped ? -1 : 0;
+    if (w->dropped)
+        snprintf(err, errlen, "%s%s%llu records dropped: the writer fell behind "
+                 "(more than 64 MiB waiting)", w->failed ? w->error : "",
+                 w->failed ? "; " : "", (unsigned long long)w->dropped);
+    else if (w->failed)
+        snprintf(err, errlen, "%s", w->error);
+    writer_free(w);
+    return rc;
+}
+
+const char *
+rt_writer_error(rt_writer *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int failed = w->failed;
+    pthread_mutex_unlock(&w->mu);
+    return failed ? w->error : NULL;
+}
+
+/* ---- reader ----------------------------------------------------------- */
+
+struct rt_reader {
+    const uint8_t *map;
+    size_t size;
+    const uint8_t *header;
+    size_t header_len;
+    size_t off;               /* offset of the next chunk */
+    rt_cursor recs;           /* records left in the current chunk */
+    rt_buf raw;               /* the current chunk, decompressed */
+    uint64_t records;         /* records in the chunks loaded so far */
+    uint64_t chunks;
+    int64_t truncated;
+    char error[256];
+};
+
+__attribute__((format(printf, 2, 3)))
+static int
+corrupt(rt_reader *r, const char *fmt, ...)
+{
+    int n = snprintf(r->error, sizeof r->error, "chunk at offset %zu is corrupt: ", r->off);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->error + n, sizeof r->error - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int
+check_file_header(rt_reader *r, char *err, size_t errlen)
+{
+    const uint8_t *m = r->map;
+    if (r->size < 8 || memcmp(m, RT_FILE_MAGIC, 8) != 0) {
+        snprintf(err, errlen, "not a Retrace trace (bad magic)");
+        return -1;
+    }
+    if (r->size < FILE_HEADER_FIXED) {
+        snprintf(err, errlen, "file ends inside the file header (file is %zu bytes)", r->size);
+        return -1;
+    }
+    uint32_t version = rt_get_u32(m + 8);
+    if (version != RT_FORMAT_VERSION) {
+        snprintf(err, errlen, "trace format version %u is not supported by this Retrace "
+                 "(supports %d)", version, RT_FORMAT_VERSION);
+        return -1;
+    }
+    uint32_t hlen = rt_get_u32(m + 12);
+    if ((uint64_t)hlen + 4 > r->size - FILE_HEADER_FIXED) {
+        snprintf(err, errlen, "file ends inside the file header: the length at offset 12 "
+                 "says %u bytes but the file is %zu bytes", hlen, r->size);
+        return -1;
+    }
+    if (crc32(0, m + FILE_HEADER_FIXED, hlen) != rt_get_u32(m + FILE_HEADER_FIXED + hlen)) {
+        snprintf(err, errlen, "header checksum mismatch at offset %d", FILE_HEADER_FIXED);
+        return -1;
+    }
+    r->header = m + FILE_HEADER_FIXED;
+    r->header_len = hlen;
+    r->off = FILE_HEADER_FIXED + (size_t)hlen + 4;
+    return 0;
+}
+
+rt_reader *
+rt_reader_open(const char *path, char *err, size_t errlen)
+{
+    char ebuf[128];
+    /* O_NONBLOCK: opening a FIFO by mistake must fail below, not hang. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        snprintf(err, errlen, "cannot stat %s: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+        close(fd);
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode) || st.st_size == 0) {
+        snprintf(err, errlen, "%s", S_ISREG(st.st_mode) ? "file is empty" : "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int errnum = errno;
+    close(fd);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map %s: %s", path, strerror_r(errnum, ebuf, sizeof ebuf));
+        return NULL;
+    }
+    rt_reader *r = calloc(1, sizeof *r);
+    if (!r) {
+        munmap(map, (size_t)st.st_size);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    r->map = map;
+    r->size = (size_t)st.st_size;
+    r->truncated = -1;
+    if (check_file_header(r, err, errlen) < 0) {
+        rt_reader_close(r);
+        return NULL;
+    }
+    return r;
+}
+
+const uint8_t *
+rt_reader_header(rt_reader *r, size_t *len)
+{
+    *len = r->header_len;
+    return r->header;
+}
+
+/* Load the chunk at r->off into r->recs: 1 when loaded, 0 at the end of the
+ * readable data, -1 on corruption. Calling it again after 0 or -1 gives the
+ * same answer, since nothing advances. */
+static int
+load_chunk(rt_reader *r)
+{
+    const uint8_t *h = r->map + r->off;
+    size_t left = r->size - r->off;
+    if (left == 0)
+        return 0;
+    if (left >= 4 && rt_get_u32(h) != RT_CHUNK_MAGIC)
+        return corrupt(r, "bad magic");
+    if (left < CHUNK_HEADER_LEN) {
+        r->truncated = (int64_t)r->off;
+        return 0;
+    }
+    /* Nothing in the header is trusted before its checksum matches. */
+    if (crc32(0, h, 32) != rt_get_u32(h + 32))
+        return corrupt(r, "header checksum mismatch");
+    uint32_t flags = rt_get_u32(h + 4);
+    uint32_t stored_len = rt_get_u32(h + 8);
+    uint32_t raw_len = rt_get_u32(h + 12);
+    uint32_t count = rt_get_u32(h + 16);
+    uint64_t first = rt_get_u64(h + 20);
+    if (flags & ~RT_CHUNK_ZLIB)
+        return corrupt(r, "unknown flags 0x%x", flags);
+    if (first != r->records)
+        return corrupt(r, "first record index is %llu, expected %llu",
+                       (unsigned long long)first, (unsigned long long)r->records);
+    if (raw_len > MAX_RAW_LEN)
+        return corrupt(r, "raw length %u exceeds the limit of %u", raw_len, MAX_RAW_LEN);
+    if (!(flags & RT_CHUNK_ZLIB) && stored_len != raw_len)
+        return corrupt(r, "stored length %u differs from raw length %u", stored_len, raw_len);
+    if (stored_len > left - CHUNK_HEADER_LEN) {
+        r->truncated = (int64_t)r->off;
+        return 0;
+    }
+
+    const uint8_t *payload = h + CHUNK_HEADER_LEN;
+    if (crc32(0, payload, stored_len) != rt_get_u32(h + 28))
+        return corrupt(r, "payload checksum mismatch");
+    if (flags & RT_CHUNK_ZLIB) {
+        rt_buf_clear(&r->raw);
+        if (rt_buf_reserve(&r->raw, raw_len) < 0) {
+            snprintf(r->error, sizeof r->error, "out of memory decompressing the chunk "
+                     "at offset %zu (%u bytes)", r->off, raw_len);
+            return -1;
+        }
+        uLongf dlen = raw_len;
+        uLong slen = stored_len;
+        if (uncompress2(r->raw.data, &dlen, payload, &slen) != Z_OK
+            || dlen != raw_len || slen != stored_len)
+            return corrupt(r, "payload does not decompress to %u bytes", raw_len);
+        payload = r->raw.data;
+    }
+
+    /* Check the framing and the count before handing out any record. */
+    rt_cursor c = {payload, payload + raw_len};
+    uint64_t n = 0;
+    while (c.p < c.end) {
+        const uint8_t *s;
+        size_t len;
+        if (rt_cur_str(&c, &s, &len) < 0)
+            return corrupt(r, "record %llu overruns the chunk payload",
+                           (unsigned long long)(first + n));
+        n++;
+    }
+    if (n != count)
+        return corrupt(r, "holds %llu records but its header says %u",
+                       (unsigned long long)n, count);
+
+    r->recs.p = payload;
+    r->recs.end = payload + raw_len;
+    r->records += count;
+    r->chunks++;
+    r->off += CHUNK_HEADER_LEN + (size_t)stored_len;
+    return 1;
+}
+
+int
+rt_reader_next(rt_reader *r, const uint8_t **rec, size_t *len)
+{
+    while (r->recs.p == r->recs.end) {
+        int st = load_chunk(r);
+        if (st <= 0)
+            return st;
+    }
+    /* Cannot fail: load_chunk checked the framing of the whole chunk. */
+    (void)rt_cur_str(&r->recs, rec, len);
+    return 1;
+}
+
+const char *
+rt_reader_error(rt_reader *r)
+{
+    return r->error;
+}
+
+int64_t
+rt_reader_truncated(rt_reader *r)
+{
+    return r->truncated;
+}
+
+uint64_t
+rt_reader_file_size(rt_reader *r)
+{
+    return r->size;
+}
+
+uint64_t
+rt_reader_chunk_count(rt_reader *r)
+{
+    return r->chunks;
+}
+
+void
+rt_reader_close(rt_reader *r)
+{
+    munmap((void *)r->map, r->size);
+    rt_buf_free(&r->raw);
+    free(r);
+}

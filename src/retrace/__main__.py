@@ -1,0 +1,4 @@
+"""`python -m retrace` is the `retrace` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,294 @@
+"""Files, directories and stdin at the boundary.
+
+open() is one boundary event.  When recording, a read-only open of a file that
+belongs to the interpreter or to the program's imported code (stdlib,
+site-packages, imported sources) is marked "live": it is opened for real in
+both recording and replay, because it is code, not data.  Every other open
+(data files, anything opened for writing, file descriptors) gets an
+ExternalRaw: the raw layer under the usual buffered and text layers, whose
+reads, writes and seeks are boundary events.  In replay an ExternalRaw has no
+file behind it; its results come from the trace, so replay reads none of the
+recorded files and writes nothing.
+
+os.scandir() returns DirEntry stand-ins built from the recorded listing, in
+recording too, so that entry.stat() and friends are recorded calls as well.
+"""
+import io
+import os
+import sys
+import sysconfig
+
+from . import _engine
+
+_real_open = io.open
+_real_scandir = os.scandir
+_real_fileio = io.FileIO
+
+LIVE = None   # the recorded result of an open() that is read live in replay
+
+
+def _internal_prefixes():
+    paths = sysconfig.get_paths()
+    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    dirs.add(os.path.dirname(os.path.abspath(__file__)))
+    return tuple(os.path.join(os.path.realpath(d), "") for d in dirs)
+
+
+_INTERNAL = _internal_prefixes()
+_sources = set()
+_sources_seen = 0
+
+
+def _is_imported_source(path):
+    """Whether path is the source file of a loaded module (refreshed lazily)."""
+    global _sources_seen
+    if len(sys.modules) != _sources_seen:
+        _sources_seen = len(sys.modules)
+        for mod in list(sys.modules.values()):
+            f = getattr(mod, "__file__", None)
+            if isinstance(f, str):
+                _sources.add(os.path.realpath(f))
+    return path in _sources
+
+
+def _is_internal(file, mode):
+    if not isinstance(file, (str, bytes, os.PathLike)) or set(mode) & set("wax+"):
+        return False
+    path = os.path.realpath(os.fsdecode(file))
+    return path.startswith(_INTERNAL) or _is_imported_source(path)
+
+
+class ExternalRaw(io.RawIOBase):
+    """The raw file under open()'s buffering: every transfer is an event.
+
+    `real` is the FileIO while recording and None in replay.  `info` holds what
+    open() learned about the file; it is recorded with the open event.
+    """
+
+    def __init__(self, real, info, name, mode, closefd):
+        super().__init__()
+        self._real = real
+        self._fd, self._isatty, self._seekable, self._blksize, self.encoding = info
+        self.name = name
+        self.mode = mode
+        self.closefd = closefd
+
+    def readable(self):
+        return "r" in self.mode or "+" in self.mode
+
+    def writable(self):
+        return bool(set(self.mode) & set("wax+"))
+
+    def seekable(self):
+        return self._seekable
+
+    def isatty(self):
+        return self._isatty
+
+    def fileno(self):
+        if self._fd is None:
+            raise io.UnsupportedOperation("fileno: retrace records this stream")
+        return self._fd
+
+    def readinto(self, buffer):
+        data = _read(self._real, len(buffer))
+        if data is None:
+            return None
+        buffer[:len(data)] = data
+        return len(data)
+
+    def readall(self):
+        return _readall(self._real)
+
+    def write(self, data):
+        return _write(self._real, data)
+
+    def seek(self, pos, whence=0):
+        return _seek(self._real, pos, whence)
+
+    def tell(self):
+        return _tell(self._real)
+
+    def truncate(self, size=None):
+        return _truncate(self._real, size)
+
+    def close(self):
+        # Not an event: finalizers close files at times replay cannot match.
+        if self._real is not None and not self.closed:
+            self._real.close()
+        super().close()
+
+
+_read = _engine.Boundary("io.FileIO.read", lambda raw, n: raw.read(n))
+_readall = _engine.Boundary("io.FileIO.readall", lambda raw: raw.readall())
+_write = _engine.Boundary("io.FileIO.write", lambda raw, data: raw.write(data))
+_seek = _engine.Boundary("io.FileIO.seek", lambda raw, pos, whence: raw.seek(pos, whence))
+_tell = _engine.Boundary("io.FileIO.tell", lambda raw: raw.tell())
+_truncate = _engine.Boundary("io.FileIO.truncate", lambda raw, size: raw.truncate(size))
+
+
+def _raw_mode(mode):
+    """FileIO's mode for an open() mode, e.g. 'rt' -> 'r', 'a+b' -> 'a+'."""
+    return "".join(c for c in mode if c in "rwxa+") or "r"
+
+
+def _record_open(file, mode, buffering, encoding, errors, newline, closefd, opener,
+                 fileno_hidden):
+    """The real open, while recording: returns (recorded info, the opened thing)."""
+    if _is_internal(file, mode):
+        return LIVE, _real_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
+    real = _real_fileio(file, _raw_mode(mode), closefd, opener=opener)
+    try:
+        fd = None if fileno_hidden else real.fileno()
+        isatty = real.isatty()
+        blksize = getattr(real, "_blksize", io.DEFAULT_BUFFER_SIZE)
+        if "b" not in mode and encoding is None:
+            encoding = io.TextIOWrapper(io.BytesIO()).encoding   # the locale's, as open() does
+        return (fd, isatty, real.seekable(), blksize, encoding), real
+    except BaseException:
+        real.close()
+        raise
+
+
+_open_event = _engine.Boundary("io.open", _record_open, split=True)
+
+
+def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None, closefd=True,
+         opener=None):
+    if not _engine.active():
+        return _real_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
+    return _open(file, mode, buffering, encoding, errors, newline, closefd, opener, False)
+
+
+def _open(file, mode, buffering, encoding, errors, newline, closefd, opener, fileno_hidden):
+    info, opened = _open_event(file, mode, buffering, encoding, errors, newline, closefd, opener,
+                               fileno_hidden)
+    if info is LIVE:
+        if opened is None:   # replay: code is read live
+            _engine.suspend()
+            try:
+                opened = _real_open(file, mode, buffering, encoding, errors, newline, closefd,
+                                    opener)
+            finally:
+                _engine.resume()
+        return opened
+    raw = ExternalRaw(opened, info, file, _raw_mode(mode), closefd)
+    return _layers(raw, mode, buffering, errors, newline)
+
+
+def _layers(raw, mode, buffering, errors, newline):
+    """Build the buffered and text layers over raw the way open() does."""
+    line_buffering = buffering == 1 or (buffering < 0 and raw.isatty())
+    if buffering == 1 or buffering < 0:
+        buffering = raw._blksize if raw._blksize > 1 else io.DEFAULT_BUFFER_SIZE
+    if buffering == 0:
+        if "b" in mode:
+            return raw
+        raise ValueError("can't have unbuffered text I/O")
+    if "+" in mode:
+        buffer = io.BufferedRandom(raw, buffering)
+    elif set(mode) & set("wxa"):
+        buffer = io.BufferedWriter(raw, buffering)
+    else:
+        buffer = io.BufferedReader(raw, buffering)
+    if "b" in mode:
+        return buffer
+    text = io.TextIOWrapper(buffer, raw.encoding, errors, newline, line_buffering)
+    text.mode = mode
+    return text
+
+
+def recorded_stdin():
+    """sys.stdin replaced by a recorded stream over fd 0 (same encoding).
+
+    When stdin is a terminal its fileno is hidden, so input() reads through
+    sys.stdin (and is recorded) instead of reading the terminal directly.
+    """
+    old = sys.stdin
+    if old is None:
+        return None
+    return _open(0, "r", -1, old.encoding, old.errors, None, False, None, _stdin_is_tty())
+
+
+_stdin_is_tty = _engine.Boundary("stdin.isatty", lambda: os.isatty(0))
+
+
+class DirEntry:
+    """os.DirEntry built from a recorded directory listing."""
+
+    __slots__ = ("name", "path", "_inode", "_is_dir", "_is_file", "_is_symlink", "_stat",
+                 "_lstat")
+
+    def __init__(self, name, path, inode, is_dir, is_file, is_symlink):
+        self.name = name
+        self.path = path
+        self._inode = inode
+        self._is_dir = is_dir
+        self._is_file = is_file
+        self._is_symlink = is_symlink
+        self._stat = self._lstat = None
+
+    def inode(self):
+        return self._inode
+
+    def is_dir(self, *, follow_symlinks=True):
+        return self._is_dir[0 if follow_symlinks else 1]
+
+    def is_file(self, *, follow_symlinks=True):
+        return self._is_file[0 if follow_symlinks else 1]
+
+    def is_symlink(self):
+        return self._is_symlink
+
+    def is_junction(self):
+        return False
+
+    def stat(self, *, follow_symlinks=True):
+        if follow_symlinks:
+            if self._stat is None:
+                self._stat = os.stat(self.path)
+            return self._stat
+        if self._lstat is None:
+            self._lstat = os.stat(self.path, follow_symlinks=False)
+        return self._lstat
+
+    def __fspath__(self):
+        return self.path
+
+    def __repr__(self):
+        return f"<DirEntry {self.name!r}>"
+
+
+class ScandirIterator:
+    def __init__(self, entries):
+        self._entries = iter(entries)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return DirEntry(*next(self._entries))
+
+    def close(self):
+        self._entries = iter(())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _record_scandir(path="."):
+    with _real_scandir(path) as it:
+        return [(e.name, e.path, e.inode(), (e.is_dir(), e.is_dir(follow_symlinks=False)),
+                 (e.is_file(), e.is_file(follow_symlinks=False)), e.is_symlink()) for e in it]
+
+
+_scandir_event = _engine.Boundary("posix.scandir", _record_scandir)
+
+
+def scandir(path="."):
+    if not _engine.active():
+        return _real_scandir(path)
+    return ScandirIterator(_scandir_event(path))

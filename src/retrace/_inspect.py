@@ -1,0 +1,86 @@
+"""`retrace inspect`: what a recording holds, as a dict or as text."""
+import collections
+import os
+import time
+
+from . import _engine
+
+
+def _varint(data, pos):
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def summarize(path):
+    header_bytes, records, truncated_at = _engine._read_records(path)
+    header = _engine.decode(header_bytes)
+    names, counts, threads, end = {}, collections.Counter(), set(), None
+    for record in records:
+        kind = record[:1]
+        if kind == b"D":
+            fid, pos = _varint(record, 1)
+            n, pos = _varint(record, pos)
+            names[fid] = record[pos:pos + n].decode("utf-8", "replace")
+        elif kind == b"C":
+            tid, pos = _varint(record, 1)
+            fid, _ = _varint(record, pos)
+            counts[names.get(fid, f"#{fid}")] += 1
+            threads.add(tid)
+        elif kind == b"E":
+            end = _engine.decode(record[1:])
+    end = end or {}
+    return {
+        "path": os.path.abspath(path),
+        "python": header["python"].split()[0],
+        "python_build": header["python"],
+        "platform": header["platform"],
+        "executable": header["executable"],
+        "argv": header["argv"],
+        "cwd": header["cwd"],
+        "target": header["target"],
+        "pid": header["pid"],
+        "start_time": header["start_time"],
+        "duration": end.get("duration"),
+        "hash_seed": header["hash_seed"],
+        "env_redacted": header["env_redacted"],
+        "env_keys": sorted(header["env"]),
+        "events": dict(counts.most_common()),
+        "event_total": sum(counts.values()),
+        "threads": len(threads),
+        "exception": end.get("exception"),
+        "exit_code": end.get("exit_code"),
+        "size": os.path.getsize(path),
+        "complete": bool(end) and truncated_at < 0,
+        "truncated_at": truncated_at if truncated_at >= 0 else None,
+        "source_files": len(end.get("sources", {})),
+    }
+
+
+def render(s):
+    start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["start_time"]))
+    duration = "unknown" if s["duration"] is None else f"{s['duration']:.3f} s"
+    lines = [
+        f"recording   {s['path']} ({s['size']:,} bytes)",
+        f"python      {s['python_build'].splitlines()[0]} on {s['platform']}",
+        f"program     {' '.join(s['argv'])}",
+        f"cwd         {s['cwd']}",
+        f"started     {start}, pid {s['pid']}, ran {duration}",
+        f"hash seed   {s['hash_seed']}",
+        f"environment {len(s['env_keys'])} variables; redacted: "
+        f"{', '.join(s['env_redacted']) or 'none'}",
+        f"outcome     exit status {s['exit_code']}"
+        + (f", uncaught {s['exception']}" if s["exception"] else ""),
+    ]
+    if not s["complete"]:
+        where = f" at offset {s['truncated_at']}" if s["truncated_at"] is not None else ""
+        lines.append(f"INCOMPLETE  the recording was cut short{where}; "
+                     "replay stops at its last event")
+    lines.append(f"events      {s['event_total']} in {s['threads']} thread(s)")
+    lines.extend(f"  {count:8d}  {name}" for name, count in s["events"].items())
+    return "\n".join(lines) + "\n"

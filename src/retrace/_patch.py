@@ -1,0 +1,133 @@
+"""Install the boundary: wrap the external functions named in _tables.
+
+Runs once, at startup, before any user code, identically in recording and
+in replay (replay depends on the same calls being intercepted).
+
+- Module functions are replaced by Boundary wrappers in their module.
+- Every other reference to an original that a loaded module holds (os.stat,
+  `from time import time`, threading's `_time = monotonic`) is rewritten to
+  the wrapper.  Modules imported later see the wrappers directly.
+- Methods of C types (datetime.now) are replaced in the type's own dict, so
+  instances keep their real type.
+- The import system keeps a private copy of the original posix module: imports
+  are Retrace's kind of internal work and never cross the boundary.
+"""
+import datetime  # noqa: F401  imported before patching, in recording and replay alike
+import os
+import random
+import sys
+import types
+
+from . import _engine, _files, _tables
+
+_real_exit = os._exit
+
+
+def _exit_after_flush(status):
+    """os._exit skips atexit: keep what was recorded before leaving."""
+    _engine.flush()
+    _real_exit(status)
+
+
+def _shield_import_system():
+    posix = sys.modules[os.name]
+    private = types.ModuleType(posix.__name__)
+    private.__dict__.update(posix.__dict__)
+    for modname in ("_frozen_importlib_external", "importlib._bootstrap_external"):
+        mod = sys.modules.get(modname)
+        if mod is not None and getattr(mod, "_os", None) is posix:
+            mod._os = private
+
+
+def _patch_functions(replaced):
+    for modname, names in _tables.FUNCTIONS.items():
+        try:
+            module = __import__(modname)
+        except ImportError:
+            continue
+        for name in names:
+            orig = getattr(module, name, None)
+            if orig is None or id(orig) in replaced:
+                continue
+            wrapper = _engine.Boundary(f"{modname}.{name}", orig)
+            setattr(module, name, wrapper)
+            replaced[id(orig)] = (orig, wrapper)
+
+
+def _patch_methods():
+    for modname, typename, name, kind in _tables.METHODS:
+        cls = getattr(sys.modules[modname], typename)
+        orig = next(c.__dict__[name] for c in cls.__mro__ if name in c.__dict__)
+        wrapper = _engine.BoundaryMethod(f"{modname}.{typename}.{name}", orig)
+        _engine.patch_type(cls, name, classmethod(wrapper) if kind == "classmethod" else wrapper)
+
+
+def _patch_random_seed():
+    """Seeding from the OS (seed() or seed(None)) records the resulting state."""
+    base = random.Random.__mro__[1]          # _random.Random
+    orig_seed = base.seed
+
+    def seed_from_os(self):
+        orig_seed(self)
+        return base.getstate(self)
+
+    event = _engine.Boundary("_random.Random.seed", seed_from_os,
+                             replay=lambda state, self: base.setstate(self, state))
+
+    def seed(self, n=None, /):
+        if n is None:
+            event(self)
+        else:
+            orig_seed(self, n)
+
+    _engine.patch_type(base, "seed", seed)
+
+
+# Modules whose references stay original: Retrace's own, and _io, whose
+# `open` the C function io.open_code() looks up to load code.
+_KEEP_ORIGINALS = ("retrace", "_io")
+
+
+def _rewrite_references(replaced):
+    for modname, module in list(sys.modules.items()):
+        if modname.startswith(_KEEP_ORIGINALS) or module is None:
+            continue
+        namespace = getattr(module, "__dict__", None)
+        if not isinstance(namespace, dict):
+            continue
+        for key, value in list(namespace.items()):
+            entry = replaced.get(id(value))
+            if entry is not None and entry[0] is value:
+                namespace[key] = entry[1]
+
+
+def _sync_constants():
+    """Module constants that depend on the machine (time.timezone ...)."""
+    def read():
+        return {m: {n: getattr(sys.modules[m], n) for n in names}
+                for m, names in _tables.CONSTANTS.items()}
+
+    def restore(recorded):
+        for m, values in recorded.items():
+            for n, v in values.items():
+                setattr(sys.modules[m], n, v)
+        return recorded
+
+    _engine.Boundary("retrace.constants", read, replay=restore)()
+
+
+def install():
+    """Patch everything; the boundary must already be recording or replaying."""
+    _shield_import_system()
+    replaced = {}
+    _patch_functions(replaced)
+    for orig, replacement in ((_files._real_scandir, _files.scandir),
+                              (_files._real_open, _files.open),
+                              (_real_exit, _exit_after_flush)):
+        replaced[id(orig)] = (orig, replacement)
+    _rewrite_references(replaced)
+    _patch_methods()
+    _patch_random_seed()
+    _sync_constants()
+    random.seed()
+    sys.stdin = _files.recorded_stdin()

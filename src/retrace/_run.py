@@ -1,0 +1,167 @@
+"""The process that records or replays a program: `python -m retrace._run`.
+
+The CLI execs this module in a fresh interpreter with PYTHONHASHSEED set, so
+that recording and replay start from the same interpreter state: the same
+hash seed and nearly the same loaded modules (a module imported by Retrace
+before the program starts is not imported again by the program, so what its
+import would have done must not differ between recording and replay).
+
+    python -m retrace._run record TRACE script|module|command TARGET [ARGS...]
+    python -m retrace._run replay TRACE
+
+Exit status: the program's own, 2 for an unusable trace, 3 for a divergence.
+"""
+import os
+import sys
+
+from . import _engine, _session
+from .errors import ReplayDivergence, TraceCorrupt
+
+EXIT_ERROR = 2
+EXIT_DIVERGED = 3
+
+
+def fail(message, status=EXIT_ERROR):
+    sys.stderr.write(f"retrace: error: {message}\n")
+    sys.stderr.flush()
+    os._exit(status)
+
+
+def load_target(target):
+    """The code object and __main__ globals for a recorded target."""
+    import types
+    kind = target["kind"]
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    if kind == "script":
+        path = target["path"]
+        with _session.internal(), open(path, "rb") as f:
+            source = f.read()
+        main.__file__ = path
+        main.__cached__ = None
+        code = compile(source, path, "exec", dont_inherit=True)
+        sys.path[0] = os.path.dirname(path)
+    elif kind == "command":
+        code = compile(target["code"], "<string>", "exec", dont_inherit=True)
+        sys.path[0] = ""
+    else:
+        import runpy
+        sys.path[0] = target.get("path0") or os.getcwd()
+        # Importing the package runs its __init__: that is the program's code.
+        _, spec, code = runpy._get_module_details(target["module"])
+        sys.argv[0] = spec.origin
+        main.__file__ = spec.origin
+        main.__cached__ = spec.cached
+        main.__loader__ = spec.loader
+        main.__package__ = spec.parent
+        main.__spec__ = spec
+    sys.modules["__main__"] = main
+    return code, main.__dict__
+
+
+def exit_status(exc):
+    """The status Python itself gives for an uncaught SystemExit."""
+    code = exc.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    with _session.internal():
+        sys.stderr.write(f"{code}\n")
+    return 1
+
+
+def run(target):
+    """Run the program; returns (exit status, text of the uncaught exception)."""
+    import atexit
+    status, uncaught = 0, None
+    try:
+        try:
+            code, namespace = load_target(target)
+            exec(code, namespace)
+        finally:
+            # What Python does at exit belongs to the run: it may cross the boundary.
+            if "threading" in sys.modules:
+                sys.modules["threading"]._shutdown()
+            atexit._run_exitfuncs()
+    except SystemExit as exc:
+        status = exit_status(exc)
+    except ReplayDivergence:
+        raise
+    except BaseException as exc:
+        tb = exc.__traceback__
+        exc.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
+        uncaught = f"{type(exc).__qualname__}: {exc}"
+        with _session.internal():
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    return status, uncaught
+
+
+def record(trace, kind, target_arg, args):
+    seed = int(os.environ.pop("PYTHONHASHSEED"))
+    target = {"kind": kind}
+    if kind == "script":
+        target["path"] = os.path.abspath(target_arg)
+        sys.argv[:] = [target_arg, *args]
+    elif kind == "module":
+        target["module"] = target_arg
+        target["path0"] = os.getcwd()
+        sys.argv[:] = [target_arg, *args]   # load_target sets argv[0] to the file, as -m does
+    else:
+        target["code"] = target_arg
+        sys.argv[:] = ["-c", *args]
+    try:
+        _session.start_recording(trace, target, seed)
+    except OSError as exc:
+        fail(f"cannot record to {trace}: {exc}")
+    status, uncaught = run(target)
+    _session.end_record(status, uncaught)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return status
+
+
+def replay(trace):
+    try:
+        target = _session.read_header(trace)["target"]
+        if target["kind"] == "script" and not os.path.exists(target["path"]):
+            fail(f"the recorded program {target['path']} is not on this machine")
+        _session.start_replay(trace)
+        status, _ = run(target)
+        recorded = _engine.end(None)
+    except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
+        fail(str(exc))
+    except ReplayDivergence as exc:
+        diverged(exc)
+    if recorded.get("exit_code") not in (None, status):
+        diverged(f"replay diverged: the program exited with status {status}; "
+                 f"the recorded run exited with {recorded['exit_code']}")
+    return status
+
+
+def diverged(exc):
+    _engine.stop()
+    sys.stdout.flush()
+    text = str(exc)
+    sys.stderr.write(f"retrace: {text}\n")
+    sys.stderr.flush()
+    os._exit(EXIT_DIVERGED)
+
+
+def main(argv):
+    command = argv[0]
+    if command == "record":
+        status = record(argv[1], argv[2], argv[3], argv[4:])
+        sys.exit(status)
+    status = replay(argv[1])
+    # Nothing after the end of the run may touch the world: no interpreter
+    # finalization (finalizers and atexit would run unrecorded calls).
+    _engine.stop()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,204 @@
+"""A recording or a replay: the trace header, start, the end record, and the
+ReplayDivergence report.
+
+The header says what ran and where (docs/recording-contents.md lists every
+field).  The end record holds the exit status, the uncaught exception and a
+checksum of every imported source file, so replay can name the files that
+changed since the recording.
+"""
+import contextlib
+import os
+import sys
+import time
+import zlib
+
+from . import _engine, _patch, __version__
+from .errors import ReplayDivergence, TraceCorrupt
+
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL",
+                  "AUTH", "PRIVATE", "COOKIE", "SESSION", "DSN")
+REDACTED = "<redacted by retrace>"
+KEEP_SECRETS_VAR = "RETRACE_KEEP_SECRETS"
+
+# The header of this process's recording or replay, and the replayed trace.
+header = None
+trace_path = None
+
+
+@contextlib.contextmanager
+def internal():
+    """Retrace's own work: calls made inside pass the boundary unrecorded."""
+    _engine.suspend()
+    try:
+        yield
+    finally:
+        _engine.resume()
+
+
+def is_secret(name):
+    upper = name.upper()
+    return any(marker in upper for marker in SECRET_MARKERS)
+
+
+def snapshot_env():
+    """The environment to record, and the names whose values were redacted."""
+    keep = os.environ.get(KEEP_SECRETS_VAR) == "1"
+    env, redacted = {}, []
+    for name, value in os.environ.items():
+        if not keep and is_secret(name):
+            value = REDACTED
+            redacted.append(name)
+        env[name] = value
+    return env, sorted(redacted)
+
+
+def file_checksum(path):
+    try:
+        with open(path, "rb") as f:
+            return zlib.crc32(f.read())
+    except OSError:
+        return None
+
+
+def source_checksums():
+    sums = {}
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if isinstance(path, str) and path.endswith(".py"):
+            sums[path] = file_checksum(path)
+    return sums
+
+
+def start_recording(path, target, hash_seed):
+    """Create the trace and install the boundary. target describes the program."""
+    env, redacted = snapshot_env()
+    main_path = target.get("path")
+    head = {
+        "format": _engine.FORMAT_VERSION,
+        "retrace": __version__,
+        "python": sys.version,
+        "version_info": tuple(sys.version_info[:3]),
+        "implementation": sys.implementation.name,
+        "platform": sys.platform,
+        "executable": sys.executable,
+        "argv": list(sys.argv),
+        "cwd": os.getcwd(),
+        "target": target,
+        "hash_seed": hash_seed,
+        "env": env,
+        "env_redacted": redacted,
+        "start_time": time.time(),
+        "pid": os.getpid(),
+        "main_checksum": file_checksum(main_path) if main_path else None,
+    }
+    _engine.start_recording(path, _engine.encode(head))
+    global header
+    header = head
+    _patch.install()
+
+
+def read_header(path):
+    """Decode and check the header of a trace without starting a replay."""
+    head = _engine.decode(_engine.open_replay(path))
+    _engine.stop()
+    if not isinstance(head, dict) or "target" not in head or "version_info" not in head:
+        raise TraceCorrupt(f"{path}: the header is not a Retrace header")
+    return head
+
+
+def start_replay(path):
+    """Open the trace, restore the recorded process state, install the boundary."""
+    global trace_path, header
+    head = _engine.decode(_engine.open_replay(path))
+    trace_path, header = os.path.abspath(path), head
+    recorded = tuple(head["version_info"][:2])
+    if recorded != tuple(sys.version_info[:2]):
+        _engine.stop()
+        raise ReplayVersionError(head)
+    os.environ._data.clear()
+    for name, value in head["env"].items():
+        os.environ._data[os.environ.encodekey(name)] = os.environ.encodevalue(value)
+    sys.argv[:] = head["argv"]
+    _engine.set_divergence_factory(_make_divergence)
+    _engine.start_replay()
+    _patch.install()
+    return head
+
+
+class ReplayVersionError(Exception):
+    def __init__(self, head):
+        version = ".".join(map(str, head["version_info"]))
+        super().__init__(
+            f"the recording was made with Python {version} "
+            f"({head['executable']}); this is Python {sys.version.split()[0]}. "
+            f"Replay with the same Python version.")
+
+
+def end_record(exit_code, exception):
+    """Write the END record (recording only)."""
+    with internal():
+        info = {
+            "exit_code": exit_code,
+            "exception": exception,
+            "duration": time.time() - header["start_time"],
+            "sources": source_checksums(),
+        }
+    _engine.end(info)
+    error = _engine.stop()
+    if error:
+        sys.stderr.write(f"retrace: the recording is incomplete: {error}\n")
+
+
+def recorded_sources():
+    """Checksums of the recorded run's source files: the END record's, plus the
+    main script's from the header (all a cut-short recording has)."""
+    sums = {}
+    main = header["target"].get("path")
+    if main and header.get("main_checksum") is not None:
+        sums[main] = header["main_checksum"]
+    try:
+        _, records, _ = _engine._read_records(trace_path)
+    except TraceCorrupt:
+        return sums
+    for record in reversed(records):
+        if record[:1] == b"E":
+            sums.update(_engine.decode(record[1:]).get("sources", {}))
+            break
+    return sums
+
+
+def changed_sources():
+    return sorted(path for path, crc in recorded_sources().items()
+                  if crc is not None and file_checksum(path) != crc)
+
+
+def _replay_stack():
+    import traceback
+    here = os.path.dirname(os.path.abspath(__file__))
+    frames = [f for f in traceback.extract_stack()
+              if not os.path.abspath(f.filename).startswith(here + os.sep)]
+    return "".join(traceback.format_list(frames))
+
+
+def _make_divergence(reason, index, expected, expected_tid, actual, actual_tid):
+    def who(name, tid):
+        if name is None:
+            return "the end of the run"
+        return name if tid is None else f"{name} (thread {tid})"
+
+    lines = [f"replay diverged at event {index}: {reason}",
+             f"  expected: {who(expected, expected_tid)}",
+             f"  actual:   {who(actual, actual_tid)}"]
+    stack = _replay_stack()
+    if stack:
+        lines.append("replay stack (most recent call last):")
+        lines.append(stack.rstrip("\n"))
+    changed = changed_sources()
+    if changed:
+        lines.append("source files changed since the recording:")
+        lines.extend(f"  {path}" for path in changed)
+    else:
+        lines.append("no imported source file changed since the recording")
+    exc = ReplayDivergence("\n".join(lines))
+    exc.index, exc.expected, exc.actual, exc.changed = index, expected, actual, changed
+    return exc

@@ -1,0 +1,75 @@
+"""The boundary table: which C functions are external, module by module.
+
+Each entry names a C module and the functions in it whose results the program
+cannot predict.  Every call to them is recorded, and replayed from the trace.
+Python modules that re-export these names (os re-exports posix, socket
+re-exports _socket, ...) are covered too: patching rewrites every reference
+to the original function that any loaded module holds.
+
+To intercept more, add names here.  A name that the running Python does not
+have is skipped, so one table serves 3.11 to 3.13.
+
+Calls with effects or values that need more than "record the result" (open(),
+scandir(), stdin, random seeding) are handled in _files.py and _patch.py.
+"""
+
+FUNCTIONS = {
+    "time": [
+        # clocks
+        "time", "time_ns", "monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns",
+        "process_time", "process_time_ns", "thread_time", "thread_time_ns",
+        "clock_gettime", "clock_gettime_ns", "clock_getres", "pthread_getcpuclockid",
+        # the current time or the local time zone is read
+        "sleep", "localtime", "gmtime", "ctime", "asctime", "strftime", "mktime",
+    ],
+    "posix": [
+        # process identity and environment
+        "getpid", "getppid", "getpgrp", "getpgid", "getsid", "getuid", "geteuid", "getgid",
+        "getegid", "getgroups", "getresuid", "getresgid", "getlogin", "getpriority",
+        "uname", "times", "getloadavg", "cpu_count", "sched_getaffinity", "umask",
+        "sysconf", "confstr", "pathconf", "fpathconf", "ctermid", "ttyname", "isatty",
+        "get_terminal_size", "device_encoding", "putenv", "unsetenv",
+        # randomness
+        "urandom", "getrandom",
+        # working directory
+        "getcwd", "getcwdb", "chdir", "fchdir",
+        # paths
+        "stat", "lstat", "access", "listdir", "readlink", "statvfs",
+        "remove", "unlink", "rename", "replace", "mkdir", "rmdir", "chmod", "lchmod", "chown",
+        "lchown", "utime", "link", "symlink", "truncate", "mkfifo", "mknod",
+        "getxattr", "setxattr", "listxattr", "removexattr",
+        # file descriptors
+        "open", "close", "closerange", "read", "readv", "pread", "preadv", "write", "writev",
+        "pwrite", "pwritev", "lseek", "fstat", "fstatvfs", "fsync", "fdatasync", "ftruncate",
+        "fchmod", "fchown", "dup", "dup2", "pipe", "pipe2", "sendfile", "copy_file_range",
+        "get_blocking", "set_blocking", "get_inheritable", "set_inheritable",
+        "posix_fallocate", "posix_fadvise", "lockf",
+        # a shell command is a process we do not replay
+        "system",
+    ],
+    "_socket": ["gethostname", "sethostname"],
+    "_uuid": ["generate_time_safe"],
+    "pwd": ["getpwuid", "getpwnam", "getpwall"],
+    "grp": ["getgrgid", "getgrnam", "getgrall"],
+    "_locale": ["setlocale", "localeconv", "nl_langinfo", "getencoding"],
+}
+
+# Methods of C types that are external: (module, type, method, kind), kind
+# being "method" or "classmethod".
+METHODS = [
+    ("datetime", "datetime", "now", "classmethod"),
+    ("datetime", "datetime", "utcnow", "classmethod"),
+    ("datetime", "datetime", "today", "classmethod"),
+    ("datetime", "date", "today", "classmethod"),
+    # these read the local time zone when no tzinfo is involved
+    ("datetime", "datetime", "fromtimestamp", "classmethod"),
+    ("datetime", "date", "fromtimestamp", "classmethod"),
+    ("datetime", "datetime", "astimezone", "method"),
+    ("datetime", "datetime", "timestamp", "method"),
+]
+
+# Module constants computed from the environment when the module was
+# imported; recorded at start and restored in replay.
+CONSTANTS = {
+    "time": ["timezone", "altzone", "daylight", "tzname"],
+}
