@@ -180,7 +180,7 @@ structseq_fields(PyTypeObject *t, Py_ssize_t visible)
         PyObject *n = PyDict_GetItemString(ns, attrs[i]);
         counts[i] = n && PyLong_CheckExact(n) ? PyLong_AsSsize_t(n) : -1;
         if (counts[i] < 0) {
-            PyErr_Clear();   /* a count too large for Py_ssize_t */
+            PyErr_Clear();   /* from a count too large for Py_ssize_t */
             Py_DECREF(ns);
             return 0;
         }
@@ -394,6 +394,10 @@ stdlib_class(PyObject **cache, const char *module, const char *name, int import)
     if (mod) {
         *cache = PyObject_GetAttrString(mod, name);
         Py_DECREF(mod);
+        if (*cache && !PyType_Check(*cache)) {
+            Py_CLEAR(*cache);
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a class", module, name);
+        }
     }
     if (!import)
         PyErr_Clear();

@@ -111,7 +111,43 @@ fail:
     return NULL;
 }
 
+/* on_main_start(callback): call callback() once, when the interpreter is about
+ * to run the program (-c, -m, a file or stdin) - after site.py, .pth files and
+ * sitecustomize are done. Uses the audit event CPython raises at that point;
+ * after it fired, the hook returns at the first comparison. */
+static PyObject *g_main_start;
+
+static int
+main_start_hook(const char *event, PyObject *Py_UNUSED(args), void *Py_UNUSED(data))
+{
+    if (!g_main_start || strncmp(event, "cpython.run_", 12) != 0)
+        return 0;
+    PyObject *callback = g_main_start;
+    g_main_start = NULL;
+    PyObject *res = PyObject_CallNoArgs(callback);
+    if (!res)
+        PyErr_WriteUnraisable(callback);   /* never stop the program */
+    Py_XDECREF(res);
+    Py_DECREF(callback);
+    return 0;
+}
+
+static PyObject *
+engine_on_main_start(PyObject *Py_UNUSED(m), PyObject *callback)
+{
+    if (g_main_start) {
+        PyErr_SetString(PyExc_RuntimeError, "on_main_start is already armed");
+        return NULL;
+    }
+    if (PySys_AddAuditHook(main_start_hook, NULL) < 0)
+        return NULL;
+    g_main_start = Py_NewRef(callback);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef engine_methods[] = {
+    {"on_main_start", engine_on_main_start, METH_O,
+     "on_main_start(callback): call it once when the interpreter starts the program"},
     {"encode", engine_encode, METH_O, "encode(value) -> bytes in the trace value encoding"},
     {"decode", engine_decode, METH_O, "decode(bytes) -> value; raises TraceCorrupt"},
     {"_write_records", engine_write_records, METH_VARARGS, "write a trace of raw records (tests)"},

@@ -183,6 +183,11 @@ class MySet(set):
     pass
 
 
+class MyDecimal(decimal.Decimal):
+    def __str__(self):
+        return "not a number"
+
+
 Point = collections.namedtuple("Point", "x y")
 
 
@@ -193,6 +198,7 @@ def test_subclasses_encode_as_their_base():
     assert same(rt(Point(1, 2)), (1, 2))
     assert same(rt(collections.defaultdict(int, a=1)), {"a": 1})
     assert same(rt(MySet({1})), {1})
+    assert same(rt(MyDecimal("1.5")), decimal.Decimal("1.5"))
     od = collections.OrderedDict([("a", 1), ("b", 2), ("c", 3)])
     od.move_to_end("a")
     assert same(rt(od), {"b": 2, "c": 3, "a": 1})

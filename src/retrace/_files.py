@@ -132,12 +132,11 @@ def _raw_mode(mode):
     return "".join(c for c in mode if c in "rwxa+") or "r"
 
 
-def _record_open(file, mode, buffering, encoding, errors, newline, closefd, opener,
-                 fileno_hidden):
+def _record_open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden):
     """The real open, while recording: returns (recorded info, the opened thing)."""
     if _is_internal(file, mode):
-        return LIVE, _real_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
-    real = _real_fileio(file, _raw_mode(mode), closefd, opener=opener)
+        return LIVE, _real_open(file, mode, buffering, encoding, errors, newline, closefd)
+    real = _real_fileio(file, _raw_mode(mode), closefd)
     try:
         fd = None if fileno_hidden else real.fileno()
         isatty = real.isatty()
@@ -153,26 +152,47 @@ def _record_open(file, mode, buffering, encoding, errors, newline, closefd, open
 _open_event = _engine.Boundary("io.open", _record_open, split=True)
 
 
+def _open_flags(mode):
+    """The os.open() flags FileIO passes to an opener for this mode."""
+    flags = os.O_CLOEXEC
+    if "x" in mode:
+        flags |= os.O_EXCL | os.O_CREAT
+    if "w" in mode:
+        flags |= os.O_CREAT | os.O_TRUNC
+    if "a" in mode:
+        flags |= os.O_APPEND | os.O_CREAT
+    if "+" in mode:
+        return flags | os.O_RDWR
+    return flags | (os.O_RDONLY if "r" in mode else os.O_WRONLY)
+
+
 def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None, closefd=True,
          opener=None):
     if not _engine.active():
         return _real_open(file, mode, buffering, encoding, errors, newline, closefd, opener)
-    return _open(file, mode, buffering, encoding, errors, newline, closefd, opener, False)
+    if opener is not None:
+        # The opener is the program's code: run it here, as internal code, so
+        # that what it does is recorded and replayed (tempfile names its files
+        # in one), then open the descriptor it returns.
+        fd = opener(file, _open_flags(mode))
+        if not isinstance(fd, int) or fd < 0:
+            raise ValueError(f"opener returned {fd}")
+        return _open(fd, mode, buffering, encoding, errors, newline, True, False, file)
+    return _open(file, mode, buffering, encoding, errors, newline, closefd, False, file)
 
 
-def _open(file, mode, buffering, encoding, errors, newline, closefd, opener, fileno_hidden):
-    info, opened = _open_event(file, mode, buffering, encoding, errors, newline, closefd, opener,
+def _open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden, name):
+    info, opened = _open_event(file, mode, buffering, encoding, errors, newline, closefd,
                                fileno_hidden)
     if info is LIVE:
         if opened is None:   # replay: code is read live
             _engine.suspend()
             try:
-                opened = _real_open(file, mode, buffering, encoding, errors, newline, closefd,
-                                    opener)
+                opened = _real_open(file, mode, buffering, encoding, errors, newline, closefd)
             finally:
                 _engine.resume()
         return opened
-    raw = ExternalRaw(opened, info, file, _raw_mode(mode), closefd)
+    raw = ExternalRaw(opened, info, name, _raw_mode(mode), closefd)
     return _layers(raw, mode, buffering, errors, newline)
 
 
@@ -207,7 +227,7 @@ def recorded_stdin():
     old = sys.stdin
     if old is None:
         return None
-    return _open(0, "r", -1, old.encoding, old.errors, None, False, None, _stdin_is_tty())
+    return _open(0, "r", -1, old.encoding, old.errors, None, False, _stdin_is_tty(), old.name)
 
 
 _stdin_is_tty = _engine.Boundary("stdin.isatty", lambda: os.isatty(0))

@@ -60,7 +60,13 @@ def start():
     seed = int(seed)
     if os.environ.pop(HASHSEED_SET_BY_US, None):
         del os.environ["PYTHONHASHSEED"]
+    from . import _engine
+    # Start once site.py has finished (other .pth files, sitecustomize): the
+    # replay starts from that point too.
+    _engine.on_main_start(lambda: _record(path, target, seed))
 
+
+def _record(path, target, seed):
     import atexit
 
     from . import _session

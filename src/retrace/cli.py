@@ -34,21 +34,40 @@ def exec_runner(args, hash_seed):
     os.execve(sys.executable, [sys.executable, "-m", "retrace._run", *args], env)
 
 
+def split_record_args(argv):
+    """`record` options end at the program: -m MODULE, -c CODE or SCRIPT; all
+    that follows belongs to the program, as with python itself."""
+    output, i = None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("-o", "--output") and i + 1 < len(argv):
+            output, i = argv[i + 1], i + 2
+        elif arg.startswith("--output="):
+            output, i = arg.split("=", 1)[1], i + 1
+        elif arg in ("-m", "-c") and i + 1 < len(argv):
+            kind = "module" if arg == "-m" else "command"
+            return output, kind, argv[i + 1], argv[i + 2:]
+        elif arg == "--" and i + 1 < len(argv):
+            return output, "script", argv[i + 1], argv[i + 2:]
+        elif not arg.startswith("-"):
+            return output, "script", arg, argv[i + 1:]
+        else:
+            error(f"record: unexpected argument {arg!r}")
+    return output, None, None, []
+
+
 def cmd_record(ns):
-    if ns.module:
-        kind, target, args = "module", ns.module, ns.args
-    elif ns.command is not None:
-        kind, target, args = "command", ns.command, ns.args
-    else:
-        if not ns.args:
-            error("record needs a script, -m MODULE or -c CODE")
-        kind, target, args = "script", ns.args[0], ns.args[1:]
-        if not os.path.isfile(target):
-            error(f"no such script: {target}")
+    output, kind, target, args = split_record_args(ns.args)
+    if output is None:
+        error("record needs -o FILE")
+    if kind is None:
+        error("record needs a script, -m MODULE or -c CODE")
+    if kind == "script" and not os.path.isfile(target):
+        error(f"no such script: {target}")
     seed = os.environ.get("PYTHONHASHSEED")
     if seed is None or seed == "random":
         seed = int.from_bytes(os.urandom(4), "little")
-    exec_runner(["record", ns.output, kind, target, *args], seed)
+    exec_runner(["record", output, kind, target, *args], seed)
 
 
 def read_header(path):
@@ -109,12 +128,9 @@ def parser():
     p = argparse.ArgumentParser(prog="retrace", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    r = sub.add_parser("record", help="run a program and record it")
-    r.add_argument("-o", "--output", required=True, help="the trace file to write")
-    target = r.add_mutually_exclusive_group()
-    target.add_argument("-m", dest="module", help="run a module as a script, like python -m")
-    target.add_argument("-c", dest="command", help="run a program passed as a string")
-    r.add_argument("args", nargs=argparse.REMAINDER, help="script and its arguments")
+    r = sub.add_parser("record", help="run a program and record it",
+                       usage="retrace record -o FILE [-m MODULE | -c CODE | SCRIPT] [ARGS...]")
+    r.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_record)
 
     rp = sub.add_parser("replay", help="re-run a recording offline")
@@ -133,7 +149,9 @@ def parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["record"] and argv[1:2] not in (["-h"], ["--help"]):
+        # argparse cannot leave the program's own options alone
+        return cmd_record(argparse.Namespace(args=argv[1:]))
     ns = parser().parse_args(argv)
-    if getattr(ns, "args", None) and ns.args[0] == "--":
-        ns.args = ns.args[1:]
     ns.func(ns)
