@@ -218,19 +218,28 @@ def _layers(raw, mode, buffering, errors, newline):
     return text
 
 
+def _stdin_info():
+    stdin = sys.stdin
+    if stdin is None:
+        return None
+    return os.isatty(0), stdin.encoding, stdin.errors, stdin.name
+
+
+_stdin_event = _engine.Boundary("sys.stdin", _stdin_info)
+
+
 def recorded_stdin():
     """sys.stdin replaced by a recorded stream over fd 0 (same encoding).
 
+    Replay builds it from the recording even when the replay has no stdin.
     When stdin is a terminal its fileno is hidden, so input() reads through
     sys.stdin (and is recorded) instead of reading the terminal directly.
     """
-    old = sys.stdin
-    if old is None:
+    info = _stdin_event()
+    if info is None:
         return None
-    return _open(0, "r", -1, old.encoding, old.errors, None, False, _stdin_is_tty(), old.name)
-
-
-_stdin_is_tty = _engine.Boundary("stdin.isatty", lambda: os.isatty(0))
+    isatty, encoding, errors, name = info
+    return _open(0, "r", -1, encoding, errors, None, False, isatty, name)
 
 
 class DirEntry:
