@@ -22,7 +22,8 @@ python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1
 
 dev: .venv-3.11/done
 
-test-%: .venv-%/done
+# A static pattern rule: implicit pattern rules are never used for .PHONY targets.
+$(addprefix test-,$(VERSIONS)): test-%: .venv-%/done
 	.venv-$*/bin/python -m pytest $(PYTEST_ARGS)
 
 test: $(addprefix test-,$(VERSIONS)) test-asan
