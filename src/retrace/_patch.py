@@ -12,11 +12,13 @@ in replay (replay depends on the same calls being intercepted).
 - The import system keeps a private copy of the original posix module: imports
   are Retrace's kind of internal work and never cross the boundary.
 """
+import builtins
 import datetime  # noqa: F401  imported before patching, in recording and replay alike
 import os
 import random
 import sys
 import types
+import warnings
 
 from . import _engine, _files, _tables
 
@@ -54,12 +56,39 @@ def _patch_functions(replaced):
             replaced[id(orig)] = (orig, wrapper)
 
 
+def _relaying_warnings(name, orig):
+    """A boundary for a C function that may warn (datetime.utcnow on 3.12):
+    the warnings it emits are recorded with its result, and emitted again from
+    the caller's line in recording and replay alike."""
+    def call(*args):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = orig(*args)
+        return [(w.category.__name__, str(w.message)) for w in caught
+                if getattr(builtins, w.category.__name__, None) is w.category], result
+
+    event = _engine.Boundary(name, call)
+
+    def relay(*args):
+        caught, result = event(*args)
+        for category, message in caught:
+            warnings.warn(message, getattr(builtins, category), stacklevel=2)
+        return result
+
+    return relay
+
+
 def _patch_methods():
     for modname, typename, name, kind in _tables.METHODS:
         cls = getattr(sys.modules[modname], typename)
         orig = next(c.__dict__[name] for c in cls.__mro__ if name in c.__dict__)
-        wrapper = _engine.BoundaryMethod(f"{modname}.{typename}.{name}", orig)
-        _engine.patch_type(cls, name, classmethod(wrapper) if kind == "classmethod" else wrapper)
+        qualname = f"{modname}.{typename}.{name}"
+        if kind.endswith("+warns"):
+            wrapper = _relaying_warnings(qualname, orig)
+        else:
+            wrapper = _engine.BoundaryMethod(qualname, orig)
+        _engine.patch_type(cls, name, classmethod(wrapper) if kind.startswith("classmethod")
+                           else wrapper)
 
 
 def _patch_random_seed():

@@ -55,10 +55,11 @@ FUNCTIONS = {
 }
 
 # Methods of C types that are external: (module, type, method, kind), kind
-# being "method" or "classmethod".
+# being "method" or "classmethod"; "+warns" marks a method that may emit a
+# warning (a deprecation), which is recorded and re-emitted in replay.
 METHODS = [
     ("datetime", "datetime", "now", "classmethod"),
-    ("datetime", "datetime", "utcnow", "classmethod"),
+    ("datetime", "datetime", "utcnow", "classmethod+warns"),
     ("datetime", "datetime", "today", "classmethod"),
     ("datetime", "date", "today", "classmethod"),
     # these read the local time zone when no tzinfo is involved
