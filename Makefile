@@ -1,10 +1,10 @@
 # Retrace developer entry points. `make test` is the full suite that CI runs.
 #   make dev        build the engine into .venv-3.11 (editable) for day-to-day work
-#   make test       Python 3.11 and 3.12 suites, then the AddressSanitizer run
+#   make test       Python 3.11, 3.12 and 3.13 suites, then the AddressSanitizer run
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
 #   make demo       record a crashing program, then replay it offline
 
-VERSIONS ?= 3.11 3.12
+VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
 ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py tests/test_bad_input.py
 

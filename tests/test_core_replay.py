@@ -12,7 +12,8 @@ import shutil
 import pytest
 
 from conftest import (NONDETERMINISTIC, OTHER_TZ, PROGRAMS, assert_same_run,
-                      assert_same_shape, assert_unchanged, scrubbed_env, snapshot)
+                      assert_same_shape, assert_unchanged, retrace_cmd, run, scrubbed_env,
+                      snapshot)
 
 
 @pytest.mark.parametrize("name", PROGRAMS)
@@ -128,3 +129,16 @@ def test_explicit_hash_seed_is_kept(world):
     assert world.inspect(rec.trace)["hash_seed"] == seed
     assert rec.out == case.plain(PYTHONHASHSEED=seed).out
     assert_same_run(rec, world.replay(rec.trace))
+
+
+def test_os_exit_ends_the_recording(world):
+    program = world.programs / "hard_exit.py"
+    trace = world.new_trace("hard_exit")
+    recorded = run(retrace_cmd("record", "-o", trace, program), cwd=world.work,
+                   env=world.record_env())
+    assert recorded.code == 5, recorded.describe()
+    assert b"atexit must not run" not in recorded.out
+    summary = world.inspect(trace)
+    assert summary["complete"] is True and summary["exit_code"] == 5
+    for _ in range(2):
+        assert_same_run(recorded, world.replay(trace))

@@ -22,15 +22,6 @@ import warnings
 
 from . import _engine, _files, _tables
 
-_real_exit = os._exit
-
-
-def _exit_after_flush(status):
-    """os._exit skips atexit: keep what was recorded before leaving."""
-    _engine.flush()
-    _real_exit(status)
-
-
 def _shield_import_system():
     posix = sys.modules[os.name]
     private = types.ModuleType(posix.__name__)
@@ -145,14 +136,17 @@ def _sync_constants():
     _engine.Boundary("retrace.constants", read, replay=restore)()
 
 
-def install():
-    """Patch everything; the boundary must already be recording or replaying."""
+def install(exit_hook):
+    """Patch everything; the boundary must already be recording or replaying.
+
+    exit_hook replaces os._exit, which leaves without atexit: the session has
+    to end the recording (or check the replay ends) there."""
     _shield_import_system()
     replaced = {}
     _patch_functions(replaced)
     for orig, replacement in ((_files._real_scandir, _files.scandir),
                               (_files._real_open, _files.open),
-                              (_real_exit, _exit_after_flush)):
+                              (os._exit, exit_hook)):
         replaced[id(orig)] = (orig, replacement)
     _rewrite_references(replaced)
     _patch_methods()

@@ -18,13 +18,12 @@ from . import _engine, _session
 from .errors import ReplayDivergence, TraceCorrupt
 
 EXIT_ERROR = 2
-EXIT_DIVERGED = 3
 
 
 def fail(message, status=EXIT_ERROR):
     sys.stderr.write(f"retrace: error: {message}\n")
     sys.stderr.flush()
-    os._exit(status)
+    _session.real_exit(status)
 
 
 def load_target(target):
@@ -133,20 +132,12 @@ def replay(trace):
     except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
         fail(str(exc))
     except ReplayDivergence as exc:
-        diverged(exc)
+        _session.report_divergence(exc)
     if recorded.get("exit_code") not in (None, status):
-        diverged(f"replay diverged: the program exited with status {status}; "
-                 f"the recorded run exited with {recorded['exit_code']}")
+        _session.report_divergence(
+            f"replay diverged: the program exited with status {status}; "
+            f"the recorded run exited with {recorded['exit_code']}")
     return status
-
-
-def diverged(exc):
-    _engine.stop()
-    sys.stdout.flush()
-    text = str(exc)
-    sys.stderr.write(f"retrace: {text}\n")
-    sys.stderr.flush()
-    os._exit(EXIT_DIVERGED)
 
 
 def main(argv):
@@ -160,7 +151,7 @@ def main(argv):
     _engine.stop()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)
+    _session.real_exit(status)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ KEEP_SECRETS_VAR = "RETRACE_KEEP_SECRETS"
 header = None
 trace_path = None
 
+EXIT_DIVERGED = 3
+real_exit = os._exit
+
 
 @contextlib.contextmanager
 def internal():
@@ -94,7 +97,7 @@ def start_recording(path, target, hash_seed):
     _engine.start_recording(path, _engine.encode(head))
     global header
     header = head
-    _patch.install()
+    _patch.install(exit_now)
 
 
 def read_header(path):
@@ -121,7 +124,7 @@ def start_replay(path):
     sys.argv[:] = head["argv"]
     _engine.set_divergence_factory(_make_divergence)
     _engine.start_replay()
-    _patch.install()
+    _patch.install(exit_now)
     return head
 
 
@@ -147,6 +150,29 @@ def end_record(exit_code, exception):
     error = _engine.stop()
     if error:
         sys.stderr.write(f"retrace: the recording is incomplete: {error}\n")
+
+
+def report_divergence(exc):
+    """Print a ReplayDivergence (or its text) and leave with status 3."""
+    _engine.stop()
+    sys.stdout.flush()
+    sys.stderr.write(f"retrace: {exc}\n")
+    sys.stderr.flush()
+    real_exit(EXIT_DIVERGED)
+
+
+def exit_now(status):
+    """os._exit(status) during a session: the run ends here."""
+    mode = _engine.mode()
+    if mode == "record":
+        end_record(status, None)
+    elif mode == "replay":
+        try:
+            _engine.end(None)
+        except ReplayDivergence as exc:
+            report_divergence(exc)
+        _engine.stop()
+    real_exit(status)
 
 
 def recorded_sources():
