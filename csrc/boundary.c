@@ -40,7 +40,7 @@ typedef struct {
 } rt_thread;
 
 static int g_mode = MODE_OFF;
-static int g_diverged;
+static PyObject *g_divergence_exc; /* the first divergence, raised again on every later call */
 static uint64_t g_event_index;      /* CALL records recorded or replayed so far */
 static uint64_t g_next_fid = 1;
 static uint64_t g_next_tid;
@@ -121,25 +121,26 @@ restore_exception(PyObject *exc)
 
 /* Raise ReplayDivergence built by the Python factory. `expected` describes the
  * recorded event, `actual` the call replay made (NULL when replay asked for
- * the end of the run). */
+ * the end of the run). After the first divergence every boundary call raises
+ * that same exception again: nothing after it can be trusted. */
 static PyObject *
 diverge(const char *reason, PyObject *expected, PyObject *expected_tid, PyObject *actual,
         uint64_t actual_tid)
 {
-    g_diverged = 1;
-    rt_thread *t = thread_state();
-    if (t)
-        t->disabled++;
-    PyObject *exc = PyObject_CallFunction(
-        g_divergence, "sKOOOK", reason, (unsigned long long)g_event_index,
-        expected ? expected : Py_None, expected_tid ? expected_tid : Py_None,
-        actual ? actual : Py_None, (unsigned long long)actual_tid);
-    if (t)
-        t->disabled--;
-    if (exc) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
+    if (!g_divergence_exc) {
+        rt_thread *t = thread_state();
+        if (t)
+            t->disabled++;
+        g_divergence_exc = PyObject_CallFunction(
+            g_divergence, "sKOOOK", reason, (unsigned long long)g_event_index,
+            expected ? expected : Py_None, expected_tid ? expected_tid : Py_None,
+            actual ? actual : Py_None, (unsigned long long)actual_tid);
+        if (t)
+            t->disabled--;
+        if (!g_divergence_exc)
+            return NULL;
     }
+    PyErr_SetObject((PyObject *)Py_TYPE(g_divergence_exc), g_divergence_exc);
     return NULL;
 }
 
@@ -370,8 +371,8 @@ static PyObject *
 replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
 {
-    if (g_diverged)
-        return diverge("replay already diverged", NULL, NULL, self->name, t->tid);
+    if (g_divergence_exc)
+        return diverge(NULL, NULL, NULL, NULL, 0);
     int st = fetch_pending();
     if (st < 0)
         return NULL;
@@ -575,7 +576,7 @@ busy_error(void)
 static void
 reset_state(void)
 {
-    g_diverged = 0;
+    Py_CLEAR(g_divergence_exc);
     g_event_index = 0;
     g_next_fid = 1;
     g_next_tid = 0;
@@ -679,9 +680,10 @@ end(PyObject *Py_UNUSED(m), PyObject *info)
     }
     if (g_mode != MODE_REPLAY)
         Py_RETURN_NONE;
-    if (g_diverged) {
+    if (g_divergence_exc) {
+        /* the program swallowed the divergence and finished anyway */
         g_mode = MODE_OFF;
-        Py_RETURN_NONE;
+        return diverge(NULL, NULL, NULL, NULL, 0);
     }
     int st = fetch_pending();
     if (st < 0)

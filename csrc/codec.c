@@ -43,6 +43,10 @@ enum {
  * takes it from sys.float_info's type. */
 static destructor structseq_dealloc;
 
+/* "n_fields", "n_sequence_fields" and "n_unnamed_fields", interned by
+ * rt_codec_init. */
+static PyObject *structseq_count_names[3];
+
 /* Classes of the stdlib modules that have their own tags, once seen. */
 static PyObject *decimal_class, *uuid_class, *zoneinfo_class;
 
@@ -170,17 +174,16 @@ type_namespace(PyTypeObject *t)
 static Py_ssize_t
 structseq_fields(PyTypeObject *t, Py_ssize_t visible)
 {
-    static const char *const attrs[] = {"n_fields", "n_sequence_fields", "n_unnamed_fields"};
     Py_ssize_t counts[3];
 
     if (t->tp_base != &PyTuple_Type || t->tp_dealloc != structseq_dealloc)
         return 0;
     PyObject *ns = type_namespace(t);
     for (int i = 0; i < 3; i++) {
-        PyObject *n = PyDict_GetItemString(ns, attrs[i]);
+        PyObject *n = PyDict_GetItemWithError(ns, structseq_count_names[i]);
         counts[i] = n && PyLong_CheckExact(n) ? PyLong_AsSsize_t(n) : -1;
         if (counts[i] < 0) {
-            PyErr_Clear();   /* from a count too large for Py_ssize_t */
+            PyErr_Clear();   /* from the lookup or a count too large for Py_ssize_t */
             Py_DECREF(ns);
             return 0;
         }
@@ -696,30 +699,22 @@ encode_uuid(rt_buf *out, PyObject *v)
     return r;
 }
 
-static int
-encode_structseq(encoder *e, rt_buf *out, PyObject *v, Py_ssize_t n, int depth)
+/* "module.qualname" of struct sequence type `t` if decoding can find it by
+ * that name, else NULL (sys.flags' type cannot be found). NULL with an
+ * exception if the name cannot be formed, or on a real error. */
+static PyObject *
+structseq_class_name(PyTypeObject *t)
 {
-    int r = enter_container(e, v, depth);
-    if (r)
-        return r;
-    PyObject *name = type_fullname(Py_TYPE(v));
+    PyObject *name = type_fullname(t);
     if (!name)
-        return fallback_after_error();
-    r = findable(name, Py_TYPE(v));
-    if (r <= 0) {
-        /* Unreachable by name (sys.flags' type): keep the visible items. */
-        Py_DECREF(name);
-        if (r < 0 && clear_program_error() < 0)
-            return -1;
-        return encode_items(e, out, TAG_TUPLE, v, v, depth);
-    }
-    r = put_tag(out, TAG_STRUCTSEQ) < 0 || put_str_value(out, name) < 0
-        || put_varint(out, (uint64_t)n) < 0 ? -1 : 0;
+        return NULL;
+    int r = findable(name, t);
+    if (r == 1)
+        return name;
     Py_DECREF(name);
-    /* Hidden fields (st_atime_ns, tm_zone) are stored after the visible ones. */
-    for (Py_ssize_t i = 0; r == 0 && i < n; i++)
-        r = encode_value(e, out, PyStructSequence_GetItem(v, i), depth + 1);
-    return r;
+    if (r < 0)
+        (void)clear_program_error();   /* not findable; MemoryError stays set */
+    return NULL;
 }
 
 /* The name of the nearest class in the base chain of exception class `t`
@@ -739,6 +734,65 @@ exception_class_name(PyTypeObject *t)
             return NULL;
     }
     return NULL;
+}
+
+/* The names found by the two functions above, by class: finding one walks
+ * sys.modules and class namespaces, which is most of the cost of recording
+ * os.stat() or a raised OSError. A class is looked up only once; if its
+ * __module__ or __qualname__ is reassigned later, the stale name can only
+ * make decoding fail with TraceCorrupt "unknown type". Entries own their
+ * class, so its address cannot be reused; the oldest entry makes room. */
+#define NAME_CACHE_SIZE 32
+
+static struct {
+    PyTypeObject *type;
+    PyObject *name;   /* NULL: no findable name */
+} name_cache[NAME_CACHE_SIZE];
+static int name_cache_next;
+
+/* Set *name to find(t) (a new reference or NULL), computed once per class.
+ * -1 if find() failed with an exception; failures are not remembered. */
+static int
+cached_class_name(PyTypeObject *t, PyObject *(*find)(PyTypeObject *), PyObject **name)
+{
+    for (int i = 0; i < NAME_CACHE_SIZE; i++) {
+        if (name_cache[i].type == t) {
+            *name = Py_XNewRef(name_cache[i].name);
+            return 0;
+        }
+    }
+    *name = find(t);
+    if (!*name && PyErr_Occurred())
+        return -1;
+    PyTypeObject *old_type = name_cache[name_cache_next].type;
+    PyObject *old_name = name_cache[name_cache_next].name;
+    name_cache[name_cache_next].type = (PyTypeObject *)Py_NewRef(t);
+    name_cache[name_cache_next].name = Py_XNewRef(*name);
+    name_cache_next = (name_cache_next + 1) % NAME_CACHE_SIZE;
+    /* Only now: freeing a class can run code that encodes (a __del__). */
+    Py_XDECREF(old_type);
+    Py_XDECREF(old_name);
+    return 0;
+}
+
+static int
+encode_structseq(encoder *e, rt_buf *out, PyObject *v, Py_ssize_t n, int depth)
+{
+    int r = enter_container(e, v, depth);
+    if (r)
+        return r;
+    PyObject *name;
+    if (cached_class_name(Py_TYPE(v), structseq_class_name, &name) < 0)
+        return fallback_after_error();
+    if (!name)   /* unreachable by name (sys.flags' type): keep the visible items */
+        return encode_items(e, out, TAG_TUPLE, v, v, depth);
+    r = put_tag(out, TAG_STRUCTSEQ) < 0 || put_str_value(out, name) < 0
+        || put_varint(out, (uint64_t)n) < 0 ? -1 : 0;
+    Py_DECREF(name);
+    /* Hidden fields (st_atime_ns, tm_zone) are stored after the visible ones. */
+    for (Py_ssize_t i = 0; r == 0 && i < n; i++)
+        r = encode_value(e, out, PyStructSequence_GetItem(v, i), depth + 1);
+    return r;
 }
 
 /* One entry of an exception's state dict, encoded after its key (written
@@ -812,9 +866,11 @@ encode_exception(encoder *e, rt_buf *out, PyObject *v, int depth)
     int r = enter_container(e, v, depth);
     if (r)
         return r;
-    PyObject *name = exception_class_name(Py_TYPE(v));
+    PyObject *name;
+    if (cached_class_name(Py_TYPE(v), exception_class_name, &name) < 0)
+        return -1;
     if (!name)
-        return PyErr_Occurred() ? -1 : FALLBACK;
+        return FALLBACK;
     r = put_tag(out, TAG_EXCEPTION) < 0 ? -1 : put_str_value(out, name);
     Py_DECREF(name);
     if (r < 0)
@@ -1515,6 +1571,12 @@ rt_codec_init(void)
         return -1;
     structseq_dealloc = Py_TYPE(info)->tp_dealloc;
     Py_DECREF(info);
+    static const char *const count_names[] = {"n_fields", "n_sequence_fields", "n_unnamed_fields"};
+    for (int i = 0; i < 3; i++) {
+        structseq_count_names[i] = PyUnicode_InternFromString(count_names[i]);
+        if (!structseq_count_names[i])
+            return -1;
+    }
     return PyType_Ready(&Opaque_Type);
 }
 

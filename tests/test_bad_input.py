@@ -252,6 +252,25 @@ def test_appended_call_diverges(world):
         assert needle in err, f"{needle!r} not in the divergence message\n{result.describe()}"
 
 
+def test_swallowed_divergence_still_fails_the_replay(tmp_path):
+    """A program that catches everything cannot hide a divergence and carry on."""
+    world = World(tmp_path)
+    main = world.work / "main_prog.py"
+    main.write_text("import time\nprint('start', time.time())\nprint('done')\n")
+    rec = run(retrace_cmd("record", "-o", tmp_path / "t.retrace", "--", main),
+              cwd=world.work, env=world.record_env())
+    assert rec.code == 0, rec.describe()
+    main.write_text("import time\nprint('start', time.time())\n"
+                    "try:\n    time.monotonic()\nexcept BaseException:\n    pass\n"
+                    "print('done')\n")
+    result = world.replay(tmp_path / "t.retrace")
+    assert result.code == 3, result.describe()
+    err = result.err.decode()
+    # the report is about the first divergence, not the end of the run
+    assert "actual:   time.monotonic" in err, result.describe()
+    assert "main_prog.py" in err, result.describe()
+
+
 # -- another Python -----------------------------------------------------------
 
 
