@@ -3,6 +3,7 @@
 #   make test       Python 3.11, 3.12 and 3.13 suites, then the AddressSanitizer run
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
 #   make demo       record a crashing program, then replay it offline
+#   make bench      what recording costs against plain runs: bench/results.md (a few minutes)
 
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
@@ -11,7 +12,7 @@ ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
-.PHONY: dev test test-asan demo clean $(addprefix test-,$(VERSIONS))
+.PHONY: dev test test-asan demo bench clean $(addprefix test-,$(VERSIONS))
 
 .venv-%/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
@@ -44,6 +45,9 @@ test-asan: .venv-asan/done
 
 demo: .venv-3.11/done
 	.venv-3.11/bin/python examples/demo.py
+
+bench: .venv-3.11/done
+	.venv-3.11/bin/python bench/run.py
 
 clean:
 	rm -rf build .venv-* src/retrace/*.so src/*.egg-info

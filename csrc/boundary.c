@@ -27,7 +27,7 @@ typedef struct {
     PyObject *name;      /* "time.time": the identity written to the trace */
     PyObject *func;      /* the real callable */
     PyObject *replay;    /* optional: replay(recorded, *args) makes the result */
-    int split;           /* func returns (recorded, returned); replay gives (recorded, None) */
+    int split;           /* func returns (recorded, returned); the call returns `returned` */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -240,6 +240,8 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         }
     }
     t->disabled--;
+    if (res && self->split)
+        Py_SETREF(res, Py_NewRef(PyTuple_GET_ITEM(res, 1)));
     return res;
 }
 
@@ -422,14 +424,6 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         res = PyObject_Vectorcall(self->replay, full, (size_t)nargs + 1, kwnames);
         t->disabled--;
         PyMem_Free(full);
-        if (res && self->split) {
-            Py_SETREF(res, PyTuple_Pack(2, value, res));
-        }
-        Py_DECREF(value);
-        return res;
-    }
-    if (self->split) {
-        res = PyTuple_Pack(2, value, Py_None);
         Py_DECREF(value);
         return res;
     }
@@ -468,6 +462,10 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay))) {
         PyErr_SetString(PyExc_TypeError, "func and replay must be callable");
+        return NULL;
+    }
+    if (split && replay == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "a split boundary needs a replay function");
         return NULL;
     }
     Boundary *self = (Boundary *)type->tp_alloc(type, 0);
@@ -550,7 +548,10 @@ static PyGetSetDef boundary_getset[] = {
 static PyTypeObject BoundaryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "retrace._engine.Boundary",
-    .tp_doc = "Boundary(name, func, *, replay=None, split=False): an external callable",
+    .tp_doc = "Boundary(name, func, *, replay=None, split=False): an external callable.\n\n"
+              "Recording calls func and records its result. With split, func returns\n"
+              "(recorded, returned). Replay returns replay(recorded, *args) if given,\n"
+              "else the recorded value.",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -620,6 +621,7 @@ start_recording(PyObject *Py_UNUSED(m), PyObject *args)
         return NULL;
     }
     g_writer = w;
+    rt_writer_install_fatal_handlers(w);
     reset_state();
     g_mode = MODE_RECORD;
     thread_state();       /* the starting thread is thread 0 */

@@ -736,12 +736,13 @@ exception_class_name(PyTypeObject *t)
     return NULL;
 }
 
-/* The names found by the two functions above, by class: finding one walks
- * sys.modules and class namespaces, which is most of the cost of recording
- * os.stat() or a raised OSError. A class is looked up only once; if its
- * __module__ or __qualname__ is reassigned later, the stale name can only
- * make decoding fail with TraceCorrupt "unknown type". Entries own their
- * class, so its address cannot be reused; the oldest entry makes room. */
+/* The results of the two functions above, by class: finding a name walks
+ * sys.modules and class namespaces, which would otherwise be most of the
+ * cost of recording os.stat() or a raised OSError. A class is looked up only
+ * once, so a later change of its __module__ or __qualname__ goes unseen: a
+ * stale name then decodes as "unknown type" (TraceCorrupt) or as the class
+ * now under that name, checked like any other. Entries own their class, so
+ * its address cannot be reused; the oldest entry makes room. */
 #define NAME_CACHE_SIZE 32
 
 static struct {

@@ -105,6 +105,13 @@ int rt_writer_close(rt_writer *w, char *err, size_t errlen);
 /* The first I/O error, or NULL. */
 const char *rt_writer_error(rt_writer *w);
 
+/* While recording: on SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM,
+ * SIGHUP or SIGQUIT (those still at SIG_DFL), write the records not yet
+ * written, then die from the signal as before. One writer at a time;
+ * rt_writer_close uninstalls them. */
+void rt_writer_install_fatal_handlers(rt_writer *w);
+void rt_writer_uninstall_fatal_handlers(rt_writer *w);
+
 typedef struct rt_reader rt_reader;
 
 /* Open and validate the file header. NULL + message on failure. */

@@ -7,6 +7,9 @@
  * (double buffering), compresses it and writes it, so recording never waits
  * for the disk. The thread never touches the Python API.
  *
+ * Fatal signals: while recording, a handler writes what is still pending
+ * before the process dies (see "fatal signals" below).
+ *
  * Reader: maps the whole file and walks it chunk by chunk, telling a
  * recording that was cut short (truncation: the readable prefix is returned)
  * from damage (corruption: an error naming the file offset).
@@ -18,6 +21,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +72,12 @@ write_all(int fd, const void *p, size_t n)
 
 /* ---- writer ----------------------------------------------------------- */
 
+/* io_state: whether the writer thread is writing a chunk outside the mutex.
+ * Set to CHUNK_WRITING under mu (so it cannot change while a signal handler
+ * holds mu), cleared without it. A failed write leaves CHUNK_BROKEN: the file
+ * may end in a partial chunk, after which nothing may be written. */
+enum { CHUNK_IDLE, CHUNK_WRITING, CHUNK_BROKEN };
+
 struct rt_writer {
     int fd;
     char *path;
@@ -86,6 +96,12 @@ struct rt_writer {
     uint64_t dropped;         /* records refused because of MEMORY_CAP */
     int stop;
     int failed;               /* sticky; error[] is final once this is set */
+
+    /* For the fatal signal handler. */
+    atomic_int io_state;      /* CHUNK_* */
+    atomic_int appending;     /* rt_writer_append holds mu ... */
+    _Atomic(pthread_t) appender;  /* ... on this thread */
+    atomic_int deferred_signal;   /* to die from once that append is done */
 
     /* Owned by the writer thread (and by close after the join). */
     rt_buf spare;             /* the chunk being written */
@@ -107,6 +123,22 @@ describe_failure(rt_writer *w, const char *what, int errnum)
     /* Nothing useful can be done if stderr itself fails. */
     ssize_t rc = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     (void)rc;
+}
+
+/* Fill the chunk header for `payload` as stored. Pure computation: also
+ * used by the fatal signal handler. */
+static void
+put_chunk_header(uint8_t h[CHUNK_HEADER_LEN], uint32_t flags, const uint8_t *payload,
+                 size_t stored_len, size_t raw_len, uint32_t count, uint64_t first)
+{
+    put_le32(h, RT_CHUNK_MAGIC);
+    put_le32(h + 4, flags);
+    put_le32(h + 8, (uint32_t)stored_len);
+    put_le32(h + 12, (uint32_t)raw_len);
+    put_le32(h + 16, count);
+    put_le64(h + 20, first);
+    put_le32(h + 28, (uint32_t)crc32(0, payload, (uInt)stored_len));
+    put_le32(h + 32, (uint32_t)crc32(0, h, 32));
 }
 
 /* Compress w->spare (best effort) and write it as one chunk. Runs on the
@@ -132,14 +164,7 @@ write_chunk(rt_writer *w, uint32_t count, uint64_t first)
     }
 
     uint8_t h[CHUNK_HEADER_LEN];
-    put_le32(h, RT_CHUNK_MAGIC);
-    put_le32(h + 4, flags);
-    put_le32(h + 8, (uint32_t)stored_len);
-    put_le32(h + 12, (uint32_t)raw_len);
-    put_le32(h + 16, count);
-    put_le64(h + 20, first);
-    put_le32(h + 28, (uint32_t)crc32(0, payload, (uInt)stored_len));
-    put_le32(h + 32, (uint32_t)crc32(0, h, 32));
+    put_chunk_header(h, flags, payload, stored_len, raw_len, count, first);
     if (write_all(w->fd, h, sizeof h) < 0 || write_all(w->fd, payload, stored_len) < 0)
         return -1;
     return 0;
@@ -173,11 +198,13 @@ writer_main(void *arg)
             w->spare = full;
             w->active_count = 0;
             w->next_index += count;
+            atomic_store(&w->io_state, CHUNK_WRITING);
             pthread_mutex_unlock(&w->mu);
 
             int rc = write_chunk(w, count, first);
             if (rc < 0)
                 describe_failure(w, "writing", errno);
+            atomic_store(&w->io_state, rc < 0 ? CHUNK_BROKEN : CHUNK_IDLE);
             rt_buf_clear(&w->spare);
             /* A burst of large records must not pin three buffers of up
              * to MEMORY_CAP for the rest of the run. */
@@ -299,11 +326,15 @@ fail:
     return NULL;
 }
 
+static void die_after_append(rt_writer *w, int sig);
+
 int
 rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len)
 {
     int rc = -1;
     pthread_mutex_lock(&w->mu);
+    atomic_store(&w->appender, pthread_self());
+    atomic_store(&w->appending, 1);
     size_t old = w->active.len;
     if (w->failed) {
         /* Recording stopped: the record is discarded. */
@@ -321,7 +352,11 @@ rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len)
             pthread_cond_signal(&w->wake);
         rc = 0;
     }
+    atomic_store(&w->appending, 0);
     pthread_mutex_unlock(&w->mu);
+    int sig = atomic_load(&w->deferred_signal);
+    if (sig)
+        die_after_append(w, sig);
     return rc;
 }
 
@@ -350,6 +385,8 @@ rt_writer_close(rt_writer *w, char *err, size_t errlen)
         pthread_cond_signal(&w->wake);
         pthread_mutex_unlock(&w->mu);
         pthread_join(w->thread, NULL);
+        /* Before mu goes: the handler may run until here. */
+        rt_writer_uninstall_fatal_handlers(w);
         pthread_cond_destroy(&w->flushed);
         pthread_cond_destroy(&w->wake);
         pthread_mutex_destroy(&w->mu);
@@ -358,6 +395,9 @@ rt_writer_close(rt_writer *w, char *err, size_t errlen)
             describe_failure(w, "syncing", errno);
             w->failed = 1;
         }
+    }
+    else {
+        rt_writer_uninstall_fatal_handlers(w);
     }
     if (close(w->fd) < 0 && !w->failed) {
         describe_failure(w, "closing", errno);
@@ -382,6 +422,184 @@ rt_writer_error(rt_writer *w)
     int failed = w->failed;
     pthread_mutex_unlock(&w->mu);
     return failed ? w->error : NULL;
+}
+
+/* ---- fatal signals ---------------------------------------------------- */
+
+/* A recorded process that dies from one of these signals first writes the
+ * records still in the active buffer, so that the trace holds every record
+ * appended before the signal. SIGINT is not here: Python handles it (as
+ * KeyboardInterrupt, which ends the recording normally). SIGKILL cannot be
+ * caught: then the trace ends at the writer thread's last write.
+ *
+ * Only signals whose disposition is SIG_DFL get the handler: a handler the
+ * program, Python or faulthandler installed is left alone, and so is an
+ * ignored signal (nohup). A program that installs its own handler later
+ * replaces ours, and closing the writer does not undo that. */
+static const int fatal_signals[] = {
+    SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGTERM, SIGHUP, SIGQUIT,
+};
+#define N_FATAL (sizeof fatal_signals / sizeof fatal_signals[0])
+
+static _Atomic(rt_writer *) fatal_writer;
+static struct sigaction fatal_old[N_FATAL];   /* what to restore */
+static int fatal_ours[N_FATAL];               /* we installed a handler */
+
+/* Stack overflow (a runaway C recursion) raises SIGSEGV with no stack left
+ * to run a handler on: give the recording thread an alternate stack. It is
+ * static and stays installed, so it can never be freed while in use. */
+static char fatal_altstack[1 << 16];
+static int fatal_altstack_used;
+
+/* Sleep about 1 ms. nanosleep is async-signal-safe. */
+static void
+nap(void)
+{
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Write the active buffer as one uncompressed chunk. Runs in a signal
+ * handler, so it must neither block forever nor allocate:
+ *
+ * - mu is taken with pthread_mutex_trylock. POSIX does not list it as
+ *   async-signal-safe, but it never blocks and does not allocate, and it is
+ *   the accepted practice. Other threads hold mu only for a copy or a swap,
+ *   so up to 100 ms are allowed for it (the caller has made sure that the
+ *   interrupted thread itself is not in an append).
+ * - With mu held, the writer thread cannot start a chunk, but it may be
+ *   writing one (io_state). That chunk comes first in the file, so wait for
+ *   it, up to 1 s; after that, or if its write failed, write nothing: the
+ *   file then ends in that chunk, complete or cut short, and the reader
+ *   reports truncation. Losing the last interval is acceptable; writing into
+ *   the middle of another chunk is not. */
+static void
+flush_on_signal(rt_writer *w)
+{
+    int locked = 0;
+    for (int i = 0; i < 100 && !locked; i++) {
+        locked = pthread_mutex_trylock(&w->mu) == 0;
+        if (!locked)
+            nap();
+    }
+    if (!locked)
+        return;
+    for (int i = 0; i < 1000 && atomic_load(&w->io_state) == CHUNK_WRITING; i++)
+        nap();
+    if (atomic_load(&w->io_state) == CHUNK_IDLE && !w->failed && w->active_count > 0) {
+        uint8_t h[CHUNK_HEADER_LEN];
+        put_chunk_header(h, 0, w->active.data, w->active.len, w->active.len,
+                         w->active_count, w->next_index);
+        if (write_all(w->fd, h, sizeof h) == 0
+            && write_all(w->fd, w->active.data, w->active.len) == 0) {
+            /* Written once: should the process survive, it is not repeated. */
+            w->next_index += w->active_count;
+            w->active_count = 0;
+            w->active.len = 0;
+        }
+        else {
+            /* A partial chunk: nothing may follow it. */
+            atomic_store(&w->io_state, CHUNK_BROKEN);
+        }
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Die the way the signal would have killed us: restore SIG_DFL and raise it
+ * again. In the handler the signal is blocked, so it is delivered when the
+ * handler returns (after a fault, the faulting instruction would raise it
+ * again anyway). Default actions, core dumps included, are unchanged. */
+static void
+die_from(int sig)
+{
+    for (size_t i = 0; i < N_FATAL; i++)
+        if (fatal_signals[i] == sig)
+            sigaction(sig, &fatal_old[i], NULL);
+    raise(sig);
+}
+
+/* A signal sent to the process arrived while this thread was appending. */
+static void
+die_after_append(rt_writer *w, int sig)
+{
+    flush_on_signal(w);
+    die_from(sig);
+}
+
+static void
+fatal_handler(int sig)
+{
+    int saved_errno = errno;
+    rt_writer *w = atomic_load(&fatal_writer);
+    /* In a forked child the writer's state is not ours to write. */
+    if (w && getpid() == w->owner) {
+        /* pthread_self only reads the thread pointer: safe here. */
+        if (atomic_load(&w->appending) && pthread_equal(atomic_load(&w->appender),
+                                                        pthread_self())) {
+            /* This thread holds mu, in the middle of an append: the buffer
+             * is half updated. A signal sent by kill() can wait until the
+             * append is done (rt_writer_append then flushes and dies); a
+             * fault cannot (returning would fault again): write nothing. */
+            if (sig == SIGTERM || sig == SIGHUP || sig == SIGQUIT) {
+                atomic_store(&w->deferred_signal, sig);
+                errno = saved_errno;
+                return;
+            }
+        }
+        else {
+            flush_on_signal(w);
+        }
+    }
+    die_from(sig);
+    errno = saved_errno;
+}
+
+void
+rt_writer_install_fatal_handlers(rt_writer *w)
+{
+    rt_writer *none = NULL;
+    if (!atomic_compare_exchange_strong(&fatal_writer, &none, w))
+        return;   /* another writer has them (one recording at a time) */
+
+    if (!fatal_altstack_used) {
+        stack_t cur;
+        if (sigaltstack(NULL, &cur) == 0 && (cur.ss_flags & SS_DISABLE)) {
+            stack_t ss = {.ss_sp = fatal_altstack, .ss_size = sizeof fatal_altstack};
+            fatal_altstack_used = sigaltstack(&ss, NULL) == 0;
+        }
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fatal_handler;
+    sa.sa_flags = SA_ONSTACK;
+    /* One handler at a time: a second fatal signal waits until we die. */
+    sigfillset(&sa.sa_mask);
+    for (size_t i = 0; i < N_FATAL; i++) {
+        struct sigaction old;
+        fatal_ours[i] = 0;
+        if (sigaction(fatal_signals[i], NULL, &old) < 0
+            || (old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL)
+            continue;
+        fatal_old[i] = old;
+        fatal_ours[i] = sigaction(fatal_signals[i], &sa, NULL) == 0;
+    }
+}
+
+void
+rt_writer_uninstall_fatal_handlers(rt_writer *w)
+{
+    if (atomic_load(&fatal_writer) != w)
+        return;
+    for (size_t i = 0; i < N_FATAL; i++) {
+        struct sigaction cur;
+        /* Leave a handler the program installed since then in place. */
+        if (fatal_ours[i] && sigaction(fatal_signals[i], NULL, &cur) == 0
+            && !(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == fatal_handler)
+            sigaction(fatal_signals[i], &fatal_old[i], NULL);
+        fatal_ours[i] = 0;
+    }
+    atomic_store(&fatal_writer, NULL);
 }
 
 /* ---- reader ----------------------------------------------------------- */

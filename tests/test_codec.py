@@ -4,6 +4,7 @@ import copy
 import datetime as dt
 import decimal
 import enum
+import gc
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+import weakref
 import zoneinfo
 
 import pytest
@@ -501,6 +503,30 @@ def test_exception_args_containing_itself():
     back = rt(e)
     assert type(back) is ValueError
     assert isinstance(back.args[0][0], _engine.Opaque)
+
+
+def test_class_names_are_remembered_per_class():
+    # The codec remembers the name lookup of each class; repeats must encode
+    # the same, fallbacks included, also once many classes went through it.
+    def local_error():
+        class LocalError(LookupError):
+            pass
+
+        return LocalError("lost")
+
+    values = [os.stat("/"), sys.flags, FileNotFoundError(2, "gone", "f"), PgError("m", "1")]
+    first = [_engine.encode(v) for v in values]
+    locals_ = [local_error() for _ in range(100)]
+    for e in locals_:
+        assert _engine.encode(e) == _engine.encode(LookupError("lost"))
+    assert [_engine.encode(v) for v in values] == first
+    assert first[1][:1] == b"t"
+    ref = weakref.ref(type(locals_[0]))
+    del locals_, e
+    for _ in range(100):
+        _engine.encode(local_error())
+    gc.collect()
+    assert ref() is None   # forgotten classes are not kept alive
 
 
 # ---- OPAQUE ------------------------------------------------------------------------

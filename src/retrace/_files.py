@@ -132,24 +132,41 @@ def _raw_mode(mode):
     return "".join(c for c in mode if c in "rwxa+") or "r"
 
 
-def _record_open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden):
-    """The real open, while recording: returns (recorded info, the opened thing)."""
+def _record_open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden, name):
+    """The real open, while recording: returns (what replay needs, the file)."""
     if _is_internal(file, mode):
         return LIVE, _real_open(file, mode, buffering, encoding, errors, newline, closefd)
     real = _real_fileio(file, _raw_mode(mode), closefd)
     try:
         fd = None if fileno_hidden else real.fileno()
-        isatty = real.isatty()
         blksize = getattr(real, "_blksize", io.DEFAULT_BUFFER_SIZE)
         if "b" not in mode and encoding is None:
             encoding = io.TextIOWrapper(io.BytesIO()).encoding   # the locale's, as open() does
-        return (fd, isatty, real.seekable(), blksize, encoding), real
+        info = (fd, real.isatty(), real.seekable(), blksize, encoding)
     except BaseException:
         real.close()
         raise
+    return info, ExternalRaw(real, info, name, _raw_mode(mode), closefd)
 
 
-_open_event = _engine.Boundary("io.open", _record_open, split=True)
+def _replay_open(info, file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden,
+                 name):
+    """What replay opens: code is read live, data comes from the trace."""
+    if info is LIVE:
+        return _real_open(file, mode, buffering, encoding, errors, newline, closefd)
+    return ExternalRaw(None, info, name, _raw_mode(mode), closefd)
+
+
+_open_event = _engine.Boundary("io.open", _record_open, replay=_replay_open, split=True)
+
+
+def _open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden, name):
+    opened = _open_event(file, mode, buffering, encoding, errors, newline, closefd,
+                         fileno_hidden, name)
+    if isinstance(opened, ExternalRaw):
+        # Outside the event: building the layers makes recorded calls (tell).
+        return _layers(opened, mode, buffering, errors, newline)
+    return opened
 
 
 def _open_flags(mode):
@@ -179,21 +196,6 @@ def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None,
             raise ValueError(f"opener returned {fd}")
         return _open(fd, mode, buffering, encoding, errors, newline, True, False, file)
     return _open(file, mode, buffering, encoding, errors, newline, closefd, False, file)
-
-
-def _open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden, name):
-    info, opened = _open_event(file, mode, buffering, encoding, errors, newline, closefd,
-                               fileno_hidden)
-    if info is LIVE:
-        if opened is None:   # replay: code is read live
-            _engine.suspend()
-            try:
-                opened = _real_open(file, mode, buffering, encoding, errors, newline, closefd)
-            finally:
-                _engine.resume()
-        return opened
-    raw = ExternalRaw(opened, info, name, _raw_mode(mode), closefd)
-    return _layers(raw, mode, buffering, errors, newline)
 
 
 def _layers(raw, mode, buffering, errors, newline):

@@ -46,7 +46,10 @@ FUNCTIONS = {
         "posix_fallocate", "posix_fadvise", "lockf",
         # a shell command is a process we do not replay
         "system",
+        # signals reach other processes (or end this one): never sent in replay
+        "kill", "killpg", "abort",
     ],
+    "signal": ["raise_signal", "pthread_kill"],
     "_socket": ["gethostname", "sethostname"],
     "_uuid": ["generate_time_safe"],
     "pwd": ["getpwuid", "getpwnam", "getpwall"],

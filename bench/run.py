@@ -1,0 +1,377 @@
+"""Retrace benchmarks: what recording costs, as ratios against a plain run.
+
+    python bench/run.py [--quick] [--out DIR]
+
+Every workload in bench/workloads runs as its own process, plainly and
+recorded (and, for some, replayed), interleaved round by round in this one
+invocation so that machine noise hits every mode alike. Each number is given
+with its spread over the rounds: median (min .. max). Measured:
+
+  micro      ns added per intercepted call: plain python, the .pth hook
+             installed but RETRACE_RECORDING unset, and recording
+  trace      bytes per event and the zlib compression of the chunks
+  workloads  wall time of a CPU-bound and a boundary-heavy program: plain,
+             recorded, replayed
+  callgrind  instruction counts of the CPU-bound program, plain vs recorded
+             (skipped when valgrind is missing)
+  startup    `python -c pass` with the hook installed vs not, and under
+             `retrace record`
+
+Writes DIR/results.json and DIR/results.md (DIR defaults to bench/).
+--quick uses tiny sizes: a smoke run, not numbers to quote.
+"""
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+WORKLOADS = BENCH / "workloads"
+PY = sys.executable
+
+sys.path.insert(0, str(WORKLOADS))
+from micro import OPS  # noqa: E402
+
+
+@dataclasses.dataclass
+class Config:
+    rounds: int            # interleaved rounds of every comparison
+    micro_divisor: int     # divides the calls per repeat given in micro.OPS
+    micro_repeats: int     # timed loops per micro process
+    cpu_batches: int       # size of the CPU-bound workload
+    boundary_iterations: int
+    callgrind_batches: int
+    startup_runs: int
+
+
+FULL = Config(rounds=7, micro_divisor=1, micro_repeats=10, cpu_batches=4000,
+              boundary_iterations=100000, callgrind_batches=200, startup_runs=40)
+QUICK = Config(rounds=2, micro_divisor=20, micro_repeats=3, cpu_batches=40,
+               boundary_iterations=1000, callgrind_batches=2, startup_runs=5)
+
+
+# -- running and summarizing -------------------------------------------------
+
+def clean_env(**extra):
+    """This environment without any Retrace setting, with a fixed hash seed
+    so that plain and recorded runs hash alike."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRACE_")}
+    env["PYTHONHASHSEED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run(cmd, env=None):
+    """Run cmd; returns (stdout, stderr, wall seconds). Fails on a non-zero exit."""
+    start = time.perf_counter()
+    proc = subprocess.run([str(c) for c in cmd], env=env or clean_env(), capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"exit status {proc.returncode}: {' '.join(map(str, cmd))}\n"
+                           f"{proc.stdout}\n{proc.stderr}")
+    return proc.stdout, proc.stderr, seconds
+
+
+def retrace(*args):
+    return [PY, "-m", "retrace", *args]
+
+
+def spread(values):
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def differences(a, b):
+    return spread([y - x for x, y in zip(a, b)])
+
+
+def ratios(a, b):
+    return spread([y / x for x, y in zip(a, b)])
+
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+# -- trace files ---------------------------------------------------------------
+
+def inspect(trace):
+    out, _, _ = run(retrace("inspect", "--json", trace))
+    return json.loads(out)
+
+
+def chunk_totals(trace):
+    """Payload bytes of all chunks, stored and raw (docs/trace-format-stream.md)."""
+    data = Path(trace).read_bytes()
+    header_len, = struct.unpack_from("<I", data, 12)
+    pos, stored, raw = 20 + header_len, 0, 0
+    while pos + 36 <= len(data):
+        magic, _flags, stored_len, raw_len = struct.unpack_from("<4I", data, pos)
+        if magic != 0x4B435452:
+            raise ValueError(f"{trace}: no chunk at offset {pos}")
+        stored, raw, pos = stored + stored_len, raw + raw_len, pos + 36 + stored_len
+    return stored, raw
+
+
+# -- the measurements ---------------------------------------------------------
+
+def micro(cfg, tmp, hooked_python):
+    data = tmp / "data-4k.txt"
+    data.write_text(("retrace bench " * 300)[:4095] + "\n")
+    trace = tmp / "micro.retrace"
+    results = {}
+    for op, (_, full_calls) in OPS.items():
+        calls = max(1, full_calls // cfg.micro_divisor)
+        args = [WORKLOADS / "micro.py", op, calls, cfg.micro_repeats, data]
+        runs = {"plain": [], "hooked": [], "record": []}
+        for _ in range(cfg.rounds):
+            for mode, cmd in (("plain", [PY, *args]), ("hooked", [hooked_python, *args]),
+                              ("record", retrace("record", "-o", trace, *args))):
+                runs[mode].append(json.loads(run(cmd)[0]))
+        plain, hooked, recorded = ([r["min_ns"] for r in runs[mode]]
+                                   for mode in ("plain", "hooked", "record"))
+        info = inspect(trace)
+        stored, raw = chunk_totals(trace)
+        results[op] = {
+            "calls_per_run": calls * cfg.micro_repeats,
+            "plain_ns": spread(plain),
+            "record_ns": spread(recorded),
+            "plain_median_ns": spread([r["median_ns"] for r in runs["plain"]]),
+            "record_median_ns": spread([r["median_ns"] for r in runs["record"]]),
+            "hook_unset_added_ns": differences(plain, hooked),
+            "record_added_ns": differences(plain, recorded),
+            "record_ratio": ratios(plain, recorded),
+            "events_per_call": info["event_total"] / (calls * cfg.micro_repeats),
+            "trace_bytes": info["size"],
+            "stored_bytes_per_event": stored / info["event_total"],
+            "raw_bytes_per_event": raw / info["event_total"],
+            "compression": raw / stored,
+        }
+        progress(f"  {op}: {results[op]['record_added_ns']['median']:+.0f} ns/call recording")
+    return results
+
+
+def workload(cfg, tmp, script, size):
+    """Plain, recorded and replayed runs of one workload, interleaved."""
+    trace = tmp / f"{script}.retrace"
+    cmd = [WORKLOADS / f"{script}.py", size]
+    wall = {"plain": [], "record": [], "replay": []}
+    inner = {"plain": [], "record": [], "replay": []}
+    for _ in range(cfg.rounds):
+        for mode, full_cmd in (("plain", [PY, *cmd]),
+                               ("record", retrace("record", "-o", trace, *cmd)),
+                               ("replay", retrace("replay", trace))):
+            out, _, seconds = run(full_cmd)
+            wall[mode].append(seconds)
+            inner[mode].append(json.loads(out)["elapsed_ns"] / 1e9)
+    result = {"size": size, "events": inspect(trace)["event_total"]}
+    for kind, times in (("process", wall), ("in_script", inner)):
+        result[kind] = {
+            **{f"{mode}_s": spread(values) for mode, values in times.items()},
+            "record_ratio": ratios(times["plain"], times["record"]),
+            "replay_ratio": ratios(times["record"], times["replay"]),
+        }
+    progress(f"  {script}: record/plain {result['process']['record_ratio']['median']:.3f}, "
+             f"replay/record {result['process']['replay_ratio']['median']:.3f}")
+    return result
+
+
+def instructions(cmd):
+    """Instructions executed, by callgrind, summed over the processes that
+    reached exit (for `retrace record`: the process it execs)."""
+    _, err, _ = run(["valgrind", "--tool=callgrind", "--trace-children=yes",
+                     "--callgrind-out-file=/dev/null", *cmd])
+    return sum(int(n) for n in re.findall(r"Collected : (\d+)", err))
+
+
+def callgrind(cfg, tmp):
+    trace = tmp / "callgrind.retrace"
+    counts = {}
+    for batches in (0, cfg.callgrind_batches):
+        cmd = [WORKLOADS / "cpu_bound.py", batches]
+        counts["plain", batches] = instructions([PY, *cmd])
+        counts["record", batches] = instructions(retrace("record", "-o", trace, *cmd))
+    n = cfg.callgrind_batches
+    work = {mode: counts[mode, n] - counts[mode, 0] for mode in ("plain", "record")}
+    result = {
+        "batches": n,
+        "plain_instructions": counts["plain", n],
+        "record_instructions": counts["record", n],
+        "total_ratio": counts["record", n] / counts["plain", n],
+        "plain_workload_instructions": work["plain"],
+        "record_workload_instructions": work["record"],
+        "workload_ratio": work["record"] / work["plain"],
+        "plain_startup_instructions": counts["plain", 0],
+        "record_startup_instructions": counts["record", 0],
+    }
+    progress(f"  callgrind: workload instructions x{result['workload_ratio']:.4f}")
+    return result
+
+
+def make_venvs(tmp):
+    """Two throwaway venvs of this interpreter, identical but for the .pth
+    hook that `retrace install` writes into one of them. Neither has Retrace
+    installed: with RETRACE_RECORDING unset the hook never imports it."""
+    pythons = {}
+    for name in ("bare", "hooked"):
+        run([PY, "-m", "venv", "--without-pip", tmp / name])
+        pythons[name] = tmp / name / "bin" / "python"
+    run([pythons["hooked"], "-m", "retrace", "install"],
+        env=clean_env(PYTHONPATH=str(REPO / "src")))
+    return pythons
+
+
+def startup(cfg, tmp, pythons):
+    trace = tmp / "startup.retrace"
+    commands = {"not_installed": [pythons["bare"], "-c", "pass"],
+                "hook_unset": [pythons["hooked"], "-c", "pass"],
+                "record": retrace("record", "-o", trace, "-c", "pass")}
+    times = {name: [] for name in commands}
+    for _ in range(cfg.startup_runs):
+        for name, cmd in commands.items():
+            times[name].append(run(cmd)[2] * 1e3)
+    result = {f"{name}_ms": spread(values) for name, values in times.items()}
+    result["hook_unset_added_ms"] = differences(times["not_installed"], times["hook_unset"])
+    result["record_added_ms"] = differences(times["not_installed"], times["record"])
+    progress(f"  startup: hook unset {result['hook_unset_added_ms']['median']:+.2f} ms")
+    return result
+
+
+def machine():
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    commit = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
+                            capture_output=True, text=True).stdout.strip()
+    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": cpu, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+            "platform": platform.platform(), "python": platform.python_version(),
+            "commit": commit or "unknown"}
+
+
+# -- the report ----------------------------------------------------------------
+
+def fmt(s, digits=0):
+    """median (min .. max), never showing "-0"."""
+    def number(x):
+        return f"{round(x, digits) + 0.0:.{digits}f}"
+    return f"{number(s['median'])} ({number(s['min'])} .. {number(s['max'])})"
+
+
+def render(results):
+    m, cfg = results["machine"], results["config"]
+    lines = [
+        "# Retrace benchmark results", "",
+        f"{'QUICK RUN (smoke sizes, not numbers to quote). ' if results['quick'] else ''}"
+        f"`python bench/run.py`, {m['date']}, commit {m['commit']}.  ",
+        f"{m['cpu']}, {m['cpus']} CPUs, load average {m['load_average']:.2f} at start; "
+        f"{m['platform']}; Python {m['python']}.", "",
+        f"Every cell is median (min .. max) over {cfg['rounds']} interleaved rounds, "
+        "each round running every mode once.", "",
+        "## Micro: cost per intercepted call", "",
+        f"Each process times {cfg['micro_repeats']} loops of the call with the real clock "
+        "and reports its fastest loop; *added* is that minus the plain run's of the "
+        "same round. *hook unset*: `retrace install` done, RETRACE_RECORDING unset.", "",
+        "| call | plain ns | hook unset, added ns | recording, added ns | recording / plain "
+        "| events per call | stored B/event | raw B/event | compression |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for op, r in results["micro"].items():
+        lines.append(
+            f"| `{op}` | {fmt(r['plain_ns'])} | {fmt(r['hook_unset_added_ns'])} "
+            f"| {fmt(r['record_added_ns'])} | {fmt(r['record_ratio'], 2)} "
+            f"| {r['events_per_call']:.2f} | {r['stored_bytes_per_event']:.1f} "
+            f"| {r['raw_bytes_per_event']:.1f} | {r['compression']:.1f}x |")
+    lines += [
+        "", "Bytes per event: chunk payload bytes (stored: as written, zlib level 1; raw: "
+        "before compression) over all events of the trace, including the few every "
+        "recording makes at startup.", "",
+        "## Workloads: recording and replay", "",
+        "*process*: wall time of the whole command (`retrace record` and `retrace replay` "
+        "exec a second interpreter); *in script*: the workload's own elapsed time, read "
+        "from the real clock.", "",
+        "| workload | events | plain s | record / plain, process | record / plain, in script "
+        "| replay / record, process | replay / record, in script |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in results["workloads"].items():
+        lines.append(
+            f"| {name} ({r['size']}) | {r['events']} | {fmt(r['process']['plain_s'], 3)} "
+            f"| {fmt(r['process']['record_ratio'], 3)} | {fmt(r['in_script']['record_ratio'], 3)} "
+            f"| {fmt(r['process']['replay_ratio'], 3)} "
+            f"| {fmt(r['in_script']['replay_ratio'], 3)} |")
+    cg = results["callgrind"]
+    lines += ["", "## Callgrind: instructions, CPU-bound workload", ""]
+    if cg is None:
+        lines.append("Skipped: valgrind is not installed.")
+    else:
+        lines += [
+            f"`cpu_bound.py {cg['batches']}` under `valgrind --tool=callgrind`, once plainly "
+            "and once recorded; *workload* subtracts the same runs with 0 batches "
+            "(interpreter startup and imports). For `retrace record` only the process it "
+            "execs is counted.", "",
+            "| | plain | recorded | recorded / plain |", "| --- | ---: | ---: | ---: |",
+            f"| workload | {cg['plain_workload_instructions']:,} "
+            f"| {cg['record_workload_instructions']:,} | {cg['workload_ratio']:.4f} |",
+            f"| whole run | {cg['plain_instructions']:,} | {cg['record_instructions']:,} "
+            f"| {cg['total_ratio']:.4f} |",
+            f"| startup (0 batches) | {cg['plain_startup_instructions']:,} "
+            f"| {cg['record_startup_instructions']:,} "
+            f"| {cg['record_startup_instructions'] / cg['plain_startup_instructions']:.2f} |",
+        ]
+    s = results["startup"]
+    lines += [
+        "", "## Startup: `python -c pass`", "",
+        f"{cfg['startup_runs']} runs of each, interleaved, in two throwaway venvs "
+        "identical but for the hook; *added* is per interleaved pair.", "",
+        "| | ms | added ms |", "| --- | ---: | ---: |",
+        f"| hook not installed | {fmt(s['not_installed_ms'], 1)} | |",
+        f"| hook installed, RETRACE_RECORDING unset | {fmt(s['hook_unset_ms'], 1)} "
+        f"| {fmt(s['hook_unset_added_ms'], 2)} |",
+        f"| `retrace record -o T -c pass` | {fmt(s['record_ms'], 1)} "
+        f"| {fmt(s['record_added_ms'], 1)} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--out", type=Path, default=BENCH, help="where to write results.*")
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
+    results = {"quick": args.quick, "machine": machine(), "config": dataclasses.asdict(cfg)}
+    with tempfile.TemporaryDirectory(prefix="retrace-bench-") as tmp:
+        tmp = Path(tmp)
+        pythons = make_venvs(tmp)
+        progress("micro")
+        results["micro"] = micro(cfg, tmp, pythons["hooked"])
+        progress("workloads")
+        results["workloads"] = {
+            "cpu_bound": workload(cfg, tmp, "cpu_bound", cfg.cpu_batches),
+            "boundary_heavy": workload(cfg, tmp, "boundary_heavy", cfg.boundary_iterations),
+        }
+        progress("callgrind")
+        results["callgrind"] = callgrind(cfg, tmp) if shutil.which("valgrind") else None
+        progress("startup")
+        results["startup"] = startup(cfg, tmp, pythons)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(render(results))
+    progress(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""Micro workload: one intercepted call in a tight loop.
+
+    python micro.py OP CALLS REPEATS DATAFILE
+
+Times REPEATS loops of CALLS executions of OP (a key of OPS) with timeit and
+the real clock: inside a recording, time.perf_counter is itself intercepted,
+so the loop reads the function it wraps, which records nothing. Prints one
+JSON line: {"min_ns": ..., "median_ns": ...} per call over the repeats.
+"""
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import timeit
+
+# OP -> (statement timed, its calls per repeat in a full run)
+OPS = {
+    "time.time()": ("time.time()", 20000),
+    "time.monotonic()": ("time.monotonic()", 20000),
+    "os.getpid()": ("os.getpid()", 20000),
+    "os.urandom(16)": ("os.urandom(16)", 20000),
+    "random.Random()": ("random.Random()", 1000),
+    "os.stat(path)": ("os.stat(path)", 10000),
+    "open(path).read() 4 KB": ("with open(path) as f: f.read()", 2000),
+}
+
+
+def main(op, calls, repeats, path):
+    real_clock = getattr(time.perf_counter, "__wrapped__", time.perf_counter)
+    namespace = {"time": time, "os": os, "random": random, "path": path}
+    timer = timeit.Timer(OPS[op][0], timer=real_clock, globals=namespace)
+    per_call = [t / calls * 1e9 for t in timer.repeat(repeat=repeats, number=calls)]
+    print(json.dumps({"min_ns": min(per_call), "median_ns": statistics.median(per_call)}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
