@@ -7,7 +7,7 @@ before the program starts is not imported again by the program, so what its
 import would have done must not differ between recording and replay).
 
     python -m retrace._run record TRACE script|module|command TARGET [ARGS...]
-    python -m retrace._run replay TRACE
+    python -m retrace._run replay TRACE [RECORDED_DIR=LOCAL_DIR ...]
 
 Exit status: the program's own, 2 for an unusable trace, 3 for a divergence.
 """
@@ -121,11 +121,32 @@ def record(trace, kind, target_arg, args):
     return status
 
 
-def replay(trace):
+def locate_program(header, maps):
+    """Map the recorded program's paths onto this machine: the user's
+    --map RECORDED=LOCAL pairs, else a copy of the main script with the same
+    checksum found under the working directory."""
+    _session.path_map[:] = [tuple(os.path.abspath(p) for p in m.split("=", 1)) for m in maps]
+    target = dict(header["target"])
+    if target["kind"] == "script":
+        target["path"] = _session.local_path(target["path"])
+        if not os.path.exists(target["path"]) and not maps and header.get("main_checksum"):
+            found = _session.find_checkout(header["target"]["path"], header["main_checksum"])
+            if found:
+                _session.path_map.append(found)
+                target["path"] = _session.local_path(target["path"])
+                sys.stderr.write(f"retrace: note: replaying {header['target']['path']} "
+                                 f"from {target['path']} (same checksum)\n")
+        if not os.path.exists(target["path"]):
+            fail(f"the recorded program {header['target']['path']} is not on this machine; "
+                 f"replay from a checkout of it, or map it with --map RECORDED_DIR=LOCAL_DIR")
+    elif target["kind"] == "module":
+        target["path0"] = _session.local_path(target["path0"])
+    return target
+
+
+def replay(trace, maps):
     try:
-        target = _session.read_header(trace)["target"]
-        if target["kind"] == "script" and not os.path.exists(target["path"]):
-            fail(f"the recorded program {target['path']} is not on this machine")
+        target = locate_program(_session.read_header(trace), maps)
         _session.start_replay(trace)
         status, _ = run(target)
         recorded = _engine.end(None)
@@ -145,7 +166,7 @@ def main(argv):
     if command == "record":
         status = record(argv[1], argv[2], argv[3], argv[4:])
         sys.exit(status)
-    status = replay(argv[1])
+    status = replay(argv[1], argv[2:])
     # Nothing after the end of the run may touch the world: no interpreter
     # finalization (finalizers and atexit would run unrecorded calls).
     _engine.stop()

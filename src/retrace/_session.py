@@ -27,6 +27,28 @@ trace_path = None
 EXIT_DIVERGED = 3
 real_exit = os._exit
 
+# Replay on another machine: (recorded directory, local directory) pairs.
+path_map = []
+
+
+def local_path(path):
+    """Where a recorded source file is on this machine."""
+    for recorded, local in path_map:
+        if path == recorded or path.startswith(recorded + os.sep):
+            return local + path[len(recorded):]
+    return path
+
+
+def find_checkout(path, checksum):
+    """The directory under the working directory that holds the recorded
+    program path with the same content, as (recorded dir, local dir), or None."""
+    parts = path.split(os.sep)
+    for i in range(1, len(parts)):
+        candidate = os.path.join(os.getcwd(), *parts[i:])
+        if os.path.isfile(candidate) and file_checksum(candidate) == checksum:
+            return os.sep.join(parts[:i]) or os.sep, os.getcwd()
+    return None
+
 
 @contextlib.contextmanager
 def internal():
@@ -194,8 +216,8 @@ def recorded_sources():
 
 
 def changed_sources():
-    return sorted(path for path, crc in recorded_sources().items()
-                  if crc is not None and file_checksum(path) != crc)
+    return sorted(local_path(path) for path, crc in recorded_sources().items()
+                  if crc is not None and file_checksum(local_path(path)) != crc)
 
 
 def _replay_stack():

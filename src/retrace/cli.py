@@ -1,7 +1,7 @@
 """The `retrace` command line.
 
     retrace record -o FILE [-m MODULE | -c CODE | SCRIPT] [ARGS...]
-    retrace replay FILE
+    retrace replay FILE [--map RECORDED_DIR=LOCAL_DIR]
     retrace inspect FILE [--json]
     retrace install | uninstall
 
@@ -87,7 +87,10 @@ def cmd_replay(ns):
         error(f"{ns.trace} was recorded with Python {version} ({header['executable']}); "
               f"this is Python {sys.version.split()[0]}: replay it with Python "
               f"{'.'.join(map(str, header['version_info'][:2]))}")
-    exec_runner(["replay", ns.trace], header["hash_seed"])
+    for m in ns.map:
+        if "=" not in m:
+            error(f"--map takes RECORDED_DIR=LOCAL_DIR, not {m!r}")
+    exec_runner(["replay", ns.trace, *ns.map], header["hash_seed"])
 
 
 def cmd_inspect(ns):
@@ -135,6 +138,9 @@ def parser():
 
     rp = sub.add_parser("replay", help="re-run a recording offline")
     rp.add_argument("trace")
+    rp.add_argument("--map", action="append", default=[], metavar="RECORDED_DIR=LOCAL_DIR",
+                    help="the program's code is in LOCAL_DIR here (repeatable); without it, "
+                         "a copy of the main script under the working directory is found")
     rp.set_defaults(func=cmd_replay)
 
     i = sub.add_parser("inspect", help="summarize a recording")
