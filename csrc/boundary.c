@@ -131,10 +131,11 @@ diverge(const char *reason, PyObject *expected, PyObject *expected_tid, PyObject
         rt_thread *t = thread_state();
         if (t)
             t->disabled++;
+        PyObject *at_end = g_pending && g_pending[0] == 'E' ? Py_True : Py_False;
         g_divergence_exc = PyObject_CallFunction(
-            g_divergence, "sKOOOK", reason, (unsigned long long)g_event_index,
+            g_divergence, "sKOOOKO", reason, (unsigned long long)g_event_index,
             expected ? expected : Py_None, expected_tid ? expected_tid : Py_None,
-            actual ? actual : Py_None, (unsigned long long)actual_tid);
+            actual ? actual : Py_None, (unsigned long long)actual_tid, at_end);
         if (t)
             t->disabled--;
         if (!g_divergence_exc)
@@ -830,7 +831,8 @@ static PyMethodDef boundary_methods[] = {
     {"suspend", suspend, METH_NOARGS, "switch the boundary off for this thread (nests)"},
     {"resume", resume, METH_NOARGS, "undo one suspend()"},
     {"set_divergence_factory", set_divergence_factory, METH_O,
-     "fn(reason, index, expected, expected_tid, actual, actual_tid) -> ReplayDivergence"},
+     "fn(reason, index, expected, expected_tid, actual, actual_tid, at_end) -> "
+     "ReplayDivergence; at_end: the recorded run ended at this point"},
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
     {NULL, NULL, 0, NULL},
 };

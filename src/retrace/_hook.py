@@ -80,8 +80,8 @@ def _record(path, target, seed):
     original_hook = sys.excepthook
 
     def excepthook(exc_type, exc, tb):
-        uncaught.append(f"{exc_type.__qualname__}: {exc}")
         with _session.internal():
+            uncaught.append(_session.describe_exception(exc))
             original_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook

@@ -8,8 +8,10 @@ import would have done must not differ between recording and replay).
 
     python -m retrace._run record TRACE script|module|command TARGET [ARGS...]
     python -m retrace._run replay TRACE [RECORDED_DIR=LOCAL_DIR ...]
+    python -m retrace._run check TRACE [RECORDED_DIR=LOCAL_DIR ...]
 
-Exit status: the program's own, 2 for an unusable trace, 3 for a divergence.
+Exit status: the program's own, 2 for an unusable trace, 3 for a divergence
+(check: see check()).
 """
 import os
 import sys
@@ -18,6 +20,7 @@ from . import _engine, _session
 from .errors import ReplayDivergence, TraceCorrupt
 
 EXIT_ERROR = 2
+EXIT_DIVERGED = _session.EXIT_DIVERGED
 
 
 def fail(message, status=EXIT_ERROR):
@@ -71,7 +74,8 @@ def exit_status(exc):
 
 
 def run(target):
-    """Run the program; returns (exit status, text of the uncaught exception)."""
+    """Run the program; returns (exit status, the uncaught exception described
+    by _session.describe_exception, or None)."""
     import atexit
     status, uncaught = 0, None
     try:
@@ -90,8 +94,8 @@ def run(target):
     except BaseException as exc:
         tb = exc.__traceback__
         exc.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
-        uncaught = f"{type(exc).__qualname__}: {exc}"
         with _session.internal():
+            uncaught = _session.describe_exception(exc)
             sys.excepthook(type(exc), exc, exc.__traceback__)
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
     return status, uncaught
@@ -161,11 +165,68 @@ def replay(trace, maps):
     return status
 
 
+EXIT_REPRODUCED, EXIT_NOTHING_TO_CHECK = 1, 4
+
+
+def check(trace, maps):
+    """Replay against the current code and say whether the recorded failure
+    still happens: fixed (0), reproduced (1), diverged before the crash (3),
+    or nothing to check (4)."""
+    try:
+        header = _session.read_header(trace)
+        target = locate_program(header, maps)
+        _session.start_replay(trace)
+        recorded = _session.recorded_end()
+    except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
+        fail(str(exc))
+    if not recorded or not recorded.get("exception"):
+        outcome = "its end was not recorded" if not recorded else \
+            f"it exited with status {recorded['exit_code']} and no uncaught exception"
+        verdict(EXIT_NOTHING_TO_CHECK, f"NOTHING TO CHECK: the recorded run did not fail ({outcome}).")
+    where = recorded.get("exception_where")
+    crash = recorded["exception"] + (f" at {_session.local_path(where[0])}:{where[1]} in {where[2]}"
+                                     if where else "")
+    try:
+        status, uncaught = run(target)
+        _engine.end(None)
+    except ReplayDivergence as exc:
+        if not exc.at_end:
+            verdict(EXIT_DIVERGED, "DIVERGED before the recorded crash point "
+                    f"({crash}): the code on the path to it changed.\n{exc}")
+        verdict(0, f"FIXED: the program replayed all {exc.index} recorded calls, got past the "
+                f"recorded crash point ({crash}) and then asked for {exc.actual}, which the "
+                "recording does not have: it ends where the recorded run crashed.")
+    same_place = uncaught and uncaught["exception_type"] == recorded.get("exception_type") and \
+        _same_frame(uncaught["exception_where"], where)
+    if same_place:
+        verdict(EXIT_REPRODUCED, f"REPRODUCED: the recorded failure happens again: {crash}.")
+    ending = f"raised {uncaught['exception']}" if uncaught else f"exited with status {status}"
+    verdict(0, f"FIXED: the program replayed the recorded calls up to the recorded crash point "
+            f"({crash}) and then {ending}.")
+
+
+def _same_frame(replayed, recorded):
+    if not replayed or not recorded:
+        return replayed == recorded
+    return (replayed[0], replayed[1], replayed[2]) == \
+        (_session.local_path(recorded[0]), recorded[1], recorded[2])
+
+
+def verdict(status, text):
+    _engine.stop()
+    sys.stdout.flush()
+    sys.stderr.write(f"retrace check: {text}\n")
+    sys.stderr.flush()
+    _session.real_exit(status)
+
+
 def main(argv):
     command = argv[0]
     if command == "record":
         status = record(argv[1], argv[2], argv[3], argv[4:])
         sys.exit(status)
+    if command == "check":
+        check(argv[1], argv[2:])
     status = replay(argv[1], argv[2:])
     # Nothing after the end of the run may touch the world: no interpreter
     # finalization (finalizers and atexit would run unrecorded calls).

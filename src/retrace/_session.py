@@ -159,14 +159,16 @@ class ReplayVersionError(Exception):
             f"Replay with the same Python version.")
 
 
-def end_record(exit_code, exception):
-    """Write the END record (recording only)."""
+def end_record(exit_code, uncaught):
+    """Write the END record (recording only). uncaught: describe_exception()'s
+    dict for the exception that ended the run, or None."""
     with internal():
         info = {
             "exit_code": exit_code,
-            "exception": exception,
+            "exception": None,
             "duration": time.time() - header["start_time"],
             "sources": source_checksums(),
+            **(uncaught or {}),
         }
     _engine.end(info)
     error = _engine.stop()
@@ -197,6 +199,18 @@ def exit_now(status):
     real_exit(status)
 
 
+def recorded_end():
+    """The END record's info of the replayed trace, or None if it has none."""
+    try:
+        _, records, _ = _engine._read_records(trace_path)
+    except TraceCorrupt:
+        return None
+    for record in reversed(records):
+        if record[:1] == b"E":
+            return _engine.decode(record[1:])
+    return None
+
+
 def recorded_sources():
     """Checksums of the recorded run's source files: the END record's, plus the
     main script's from the header (all a cut-short recording has)."""
@@ -204,15 +218,19 @@ def recorded_sources():
     main = header["target"].get("path")
     if main and header.get("main_checksum") is not None:
         sums[main] = header["main_checksum"]
-    try:
-        _, records, _ = _engine._read_records(trace_path)
-    except TraceCorrupt:
-        return sums
-    for record in reversed(records):
-        if record[:1] == b"E":
-            sums.update(_engine.decode(record[1:]).get("sources", {}))
-            break
+    sums.update((recorded_end() or {}).get("sources", {}))
     return sums
+
+
+def describe_exception(exc):
+    """What the end record keeps of an uncaught exception: its text, its
+    type, and where it was raised (file, line, function)."""
+    import traceback
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = (frames[-1].filename, frames[-1].lineno, frames[-1].name) if frames else None
+    return {"exception": f"{type(exc).__qualname__}: {exc}",
+            "exception_type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "exception_where": where}
 
 
 def changed_sources():
@@ -228,7 +246,7 @@ def _replay_stack():
     return "".join(traceback.format_list(frames))
 
 
-def _make_divergence(reason, index, expected, expected_tid, actual, actual_tid):
+def _make_divergence(reason, index, expected, expected_tid, actual, actual_tid, at_end):
     def who(name, tid):
         if name is None:
             return "the end of the run"
@@ -249,4 +267,5 @@ def _make_divergence(reason, index, expected, expected_tid, actual, actual_tid):
         lines.append("no imported source file changed since the recording")
     exc = ReplayDivergence("\n".join(lines))
     exc.index, exc.expected, exc.actual, exc.changed = index, expected, actual, changed
+    exc.at_end = at_end
     return exc

@@ -2,6 +2,7 @@
 
     retrace record -o FILE [-m MODULE | -c CODE | SCRIPT] [ARGS...]
     retrace replay FILE [--map RECORDED_DIR=LOCAL_DIR]
+    retrace check FILE [--map RECORDED_DIR=LOCAL_DIR]
     retrace inspect FILE [--json]
     retrace install | uninstall
 
@@ -81,6 +82,7 @@ def read_header(path):
 
 
 def cmd_replay(ns):
+    """replay and check: run the recording in retrace._run with its hash seed."""
     header = read_header(ns.trace)
     if tuple(header["version_info"][:2]) != tuple(sys.version_info[:2]):
         version = ".".join(map(str, header["version_info"]))
@@ -90,7 +92,7 @@ def cmd_replay(ns):
     for m in ns.map:
         if "=" not in m:
             error(f"--map takes RECORDED_DIR=LOCAL_DIR, not {m!r}")
-    exec_runner(["replay", ns.trace, *ns.map], header["hash_seed"])
+    exec_runner([ns.cmd, ns.trace, *ns.map], header["hash_seed"])
 
 
 def cmd_inspect(ns):
@@ -136,12 +138,16 @@ def parser():
     r.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     r.set_defaults(func=cmd_record)
 
-    rp = sub.add_parser("replay", help="re-run a recording offline")
-    rp.add_argument("trace")
-    rp.add_argument("--map", action="append", default=[], metavar="RECORDED_DIR=LOCAL_DIR",
-                    help="the program's code is in LOCAL_DIR here (repeatable); without it, "
-                         "a copy of the main script under the working directory is found")
-    rp.set_defaults(func=cmd_replay)
+    for name, text in (("replay", "re-run a recording offline"),
+                       ("check", "is the recorded failure fixed? replay against the current code: "
+                                 "exit 0 fixed, 1 reproduced, 3 diverged before the crash, "
+                                 "4 the recorded run did not fail")):
+        rp = sub.add_parser(name, help=text, description=text)
+        rp.add_argument("trace")
+        rp.add_argument("--map", action="append", default=[], metavar="RECORDED_DIR=LOCAL_DIR",
+                        help="the program's code is in LOCAL_DIR here (repeatable); without it, "
+                             "a copy of the main script under the working directory is found")
+        rp.set_defaults(func=cmd_replay)
 
     i = sub.add_parser("inspect", help="summarize a recording")
     i.add_argument("trace")
