@@ -14,6 +14,12 @@
  * Work done by Retrace itself, and calls made while an external call is in
  * progress (callbacks from C into Python), run with the boundary disabled
  * for that thread: they execute for real and are not recorded.
+ *
+ * Replay runs one thread at a time, in the recorded order of events (demux.c).
+ * "Ordered" boundaries (lock release, queue put) record only their place in
+ * that order: the event is written before the call, so that whatever the call
+ * unblocks comes after it in the trace, and replay makes the same call for
+ * real when its turn comes.
  */
 #include "retrace.h"
 
@@ -28,6 +34,7 @@ typedef struct {
     PyObject *func;      /* the real callable */
     PyObject *replay;    /* optional: replay(recorded, *args) makes the result */
     int split;           /* func returns (recorded, returned); the call returns `returned` */
+    int ordered;         /* only the call's place in the order is recorded; it runs in replay too */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -74,7 +81,7 @@ thread_state_free(void *p)
 }
 
 static rt_thread *
-thread_state(void)
+thread_alloc(void)
 {
     if (!t_state) {
         t_state = calloc(1, sizeof *t_state);
@@ -82,6 +89,16 @@ thread_state(void)
             return NULL;
         pthread_setspecific(g_thread_key, t_state);
     }
+    return t_state;
+}
+
+/* This thread's state. A thread that Retrace did not number when it was
+ * spawned (spawn_thread) gets the next number at its first event. */
+static rt_thread *
+thread_state(void)
+{
+    if (!thread_alloc())
+        return NULL;
     if (!t_state->has_tid && g_mode != MODE_OFF) {
         t_state->tid = g_next_tid++;
         t_state->has_tid = 1;
@@ -151,8 +168,12 @@ static int
 append_scratch(rt_thread *t)
 {
     /* An I/O error stops the recording inside the writer; the application
-     * carries on, so the result is deliberately ignored here. */
-    rt_writer_append(g_writer, t->scratch.data, t->scratch.len);
+     * carries on, so the result is deliberately ignored here. A thread whose
+     * external call outlived the recording (a daemon thread at exit) finds
+     * the recording over: its event is dropped. Both only change under the
+     * GIL, which this thread holds. */
+    if (g_writer && g_mode == MODE_RECORD)
+        rt_writer_append(g_writer, t->scratch.data, t->scratch.len);
     rt_buf_clear(&t->scratch);
     return 0;
 }
@@ -219,6 +240,13 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
     }
     t->disabled++;
+    if (self->ordered) {
+        if (record_outcome(self, t, Py_None) < 0)
+            abandon_recording();
+        PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+        t->disabled--;
+        return res;
+    }
     PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
     PyObject *recorded = res;
     if (res && self->split) {
@@ -370,13 +398,56 @@ diverge_at_pending(const char *reason, PyObject *actual, uint64_t actual_tid)
     return NULL;
 }
 
+/* The thread that owns the pending record: a call's thread; the end of the
+ * run belongs to thread 0, which ends it. -1 for a corrupt record. */
+static int
+pending_owner(uint64_t *owner)
+{
+    *owner = 0;
+    if (g_pending[0] != 'C')
+        return 0;
+    rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+    if (rt_cur_varint(&c, owner) < 0) {
+        corrupt("bad call record");
+        return -1;
+    }
+    return 0;
+}
+
+/* Wait until thread t holds the baton and owns the pending record.
+ * 1: go on; 0: the recording has ended; -1: error or divergence set. */
+static int
+take_turn(rt_thread *t, PyObject *actual)
+{
+    char why[256];
+    for (;;) {
+        int st = fetch_pending();
+        if (st <= 0)
+            return st;
+        uint64_t owner;
+        if (pending_owner(&owner) < 0)
+            return -1;
+        int turn = rt_demux_turn(t->tid, owner, why, sizeof why);
+        if (turn < 0) {
+            diverge_at_pending(why, actual, t->tid);
+            return -1;
+        }
+        if (turn == 1)
+            return 1;
+        if (g_divergence_exc) {
+            diverge(NULL, NULL, NULL, NULL, 0);
+            return -1;
+        }
+    }
+}
+
 static PyObject *
 replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
 {
     if (g_divergence_exc)
         return diverge(NULL, NULL, NULL, NULL, 0);
-    int st = fetch_pending();
+    int st = take_turn(t, self->name);
     if (st < 0)
         return NULL;
     if (st == 0)
@@ -399,6 +470,14 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return NULL;
     g_pending = NULL;
     g_event_index++;
+    rt_demux_progress();
+    if (self->ordered) {
+        Py_DECREF(value);
+        t->disabled++;
+        PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+        t->disabled--;
+        return res;
+    }
     if (outcome == OUTCOME_RAISE) {
         if (!PyExceptionInstance_Check(value)) {
             Py_DECREF(value);
@@ -455,11 +534,11 @@ static PyTypeObject BoundaryMethodType;
 static PyObject *
 boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"name", "func", "replay", "split", NULL};
+    static char *kwlist[] = {"name", "func", "replay", "split", "ordered", NULL};
     PyObject *name, *func, *replay = Py_None;
-    int split = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Op:Boundary", kwlist, &name, &func,
-                                     &replay, &split))
+    int split = 0, ordered = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Opp:Boundary", kwlist, &name, &func,
+                                     &replay, &split, &ordered))
         return NULL;
     if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay))) {
         PyErr_SetString(PyExc_TypeError, "func and replay must be callable");
@@ -469,6 +548,10 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "a split boundary needs a replay function");
         return NULL;
     }
+    if (ordered && (split || replay != Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "an ordered boundary takes neither split nor replay");
+        return NULL;
+    }
     Boundary *self = (Boundary *)type->tp_alloc(type, 0);
     if (!self)
         return NULL;
@@ -476,6 +559,7 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->func = Py_NewRef(func);
     self->replay = replay == Py_None ? NULL : Py_NewRef(replay);
     self->split = split;
+    self->ordered = ordered;
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -549,10 +633,12 @@ static PyGetSetDef boundary_getset[] = {
 static PyTypeObject BoundaryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "retrace._engine.Boundary",
-    .tp_doc = "Boundary(name, func, *, replay=None, split=False): an external callable.\n\n"
+    .tp_doc = "Boundary(name, func, *, replay=None, split=False, ordered=False): an\n"
+              "external callable.\n\n"
               "Recording calls func and records its result. With split, func returns\n"
               "(recorded, returned). Replay returns replay(recorded, *args) if given,\n"
-              "else the recorded value.",
+              "else the recorded value. With ordered, only the call's place among\n"
+              "the events is recorded, before it runs; replay runs it in that place.",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -660,6 +746,7 @@ start_replay(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
         return busy_error();
     g_mode = MODE_REPLAY;
     thread_state();
+    rt_demux_start();
     Py_RETURN_NONE;
 }
 
@@ -672,13 +759,13 @@ end(PyObject *Py_UNUSED(m), PyObject *info)
     if (!t)
         return PyErr_NoMemory();
     if (g_mode == MODE_RECORD) {
-        g_mode = MODE_OFF;
         rt_buf_clear(&t->scratch);
-        if (rt_buf_put_u8(&t->scratch, 'E') < 0)
-            return PyErr_NoMemory();
-        if (rt_encode(&t->scratch, info) < 0)
-            return NULL;
-        append_scratch(t);
+        int rc = rt_buf_put_u8(&t->scratch, 'E') < 0 ? -1 : rt_encode(&t->scratch, info);
+        if (rc == 0)
+            append_scratch(t);
+        g_mode = MODE_OFF;
+        if (rc < 0)
+            return PyErr_Occurred() ? NULL : PyErr_NoMemory();
         Py_RETURN_NONE;
     }
     if (g_mode != MODE_REPLAY)
@@ -688,9 +775,11 @@ end(PyObject *Py_UNUSED(m), PyObject *info)
         g_mode = MODE_OFF;
         return diverge(NULL, NULL, NULL, NULL, 0);
     }
-    int st = fetch_pending();
-    if (st < 0)
+    int st = take_turn(t, NULL);
+    if (st < 0) {
+        g_mode = MODE_OFF;
         return NULL;
+    }
     if (st == 0 || g_pending[0] != 'E') {
         diverge_at_pending(st == 0 ? "the recording ends without the end of the run"
                                    : "the replay finished while the recording continues",
@@ -785,6 +874,71 @@ resume(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
+/* spawn_thread() -> the trace number of a thread about to be started by this
+ * one. Numbers follow creation order, so replay numbers threads as the
+ * recording did. */
+static PyObject *
+spawn_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    uint64_t tid = g_next_tid++;
+    if (g_mode == MODE_REPLAY && rt_demux_add(tid) < 0)
+        return PyErr_NoMemory();
+    return PyLong_FromUnsignedLongLong(tid);
+}
+
+/* enter_thread(tid): the calling thread is the one spawn_thread() numbered. */
+static PyObject *
+enter_thread(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    uint64_t tid = PyLong_AsUnsignedLongLong(arg);
+    if (tid == (uint64_t)-1 && PyErr_Occurred())
+        return NULL;
+    if (!thread_alloc())
+        return PyErr_NoMemory();
+    t_state->tid = tid;
+    t_state->has_tid = 1;
+    Py_RETURN_NONE;
+}
+
+/* leave_thread(): the calling thread made its last event; in replay the
+ * baton goes to the owner of the next record. */
+static PyObject *
+leave_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    if (g_mode == MODE_REPLAY) {
+        uint64_t next = 0;
+        int st = fetch_pending();
+        if (st < 0 || (st == 1 && pending_owner(&next) < 0))
+            PyErr_Clear();   /* the next thread to ask will report it */
+        rt_demux_remove(t->tid, next);
+    }
+    Py_RETURN_NONE;
+}
+
+/* divergence(reason, expected, actual): stop the replay from Python code that
+ * found the replay disagreeing with the recording (e.g. a lock the recording
+ * acquired is held in replay). Always raises. */
+static PyObject *
+divergence(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    const char *reason;
+    PyObject *expected, *actual;
+    if (!PyArg_ParseTuple(args, "sUU", &reason, &expected, &actual))
+        return NULL;
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    PyObject *tid = PyLong_FromUnsignedLongLong(t->tid);
+    if (!tid)
+        return NULL;
+    diverge(reason, expected, tid, actual, t->tid);
+    Py_DECREF(tid);
+    return NULL;
+}
+
 static PyObject *
 set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
 {
@@ -834,6 +988,11 @@ static PyMethodDef boundary_methods[] = {
      "fn(reason, index, expected, expected_tid, actual, actual_tid, at_end) -> "
      "ReplayDivergence; at_end: the recorded run ended at this point"},
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
+    {"divergence", divergence, METH_VARARGS,
+     "divergence(reason, expected, actual): stop the replay here (raises)"},
+    {"spawn_thread", spawn_thread, METH_NOARGS, "the trace number of a thread about to start"},
+    {"enter_thread", enter_thread, METH_O, "enter_thread(tid): this thread is number tid"},
+    {"leave_thread", leave_thread, METH_NOARGS, "this thread made its last event"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -139,6 +139,24 @@ int rt_codec_add_types(PyObject *module);
 /* Adds Boundary, BoundaryMethod and the record/replay functions. */
 int rt_boundary_init(PyObject *module);
 
+/* ---- demux.c ---------------------------------------------------------- */
+
+#define RT_TURN_TIMEOUT_S 30
+
+/* Replay begins: thread 0 is live and holds the baton. */
+void rt_demux_start(void);
+/* Thread `tid` is about to start (called by its parent): it is live. */
+int rt_demux_add(uint64_t tid);
+/* Thread `tid` made its last event; if it holds the baton, `next` gets it. */
+void rt_demux_remove(uint64_t tid, uint64_t next);
+/* An event was consumed (the replay makes progress). */
+void rt_demux_progress(void);
+/* The next record belongs to `owner`. Returns 1 when `me` holds the baton and
+ * owns the record (go on); otherwise hands the baton on if `me` held it, waits
+ * without the GIL until it comes back and returns 0 (look at the next record
+ * again); -1 with a message when that can never happen or takes too long. */
+int rt_demux_turn(uint64_t me, uint64_t owner, char *err, size_t errlen);
+
 /* ---- engine.c --------------------------------------------------------- */
 
 extern PyObject *rt_TraceCorrupt;   /* retrace.TraceCorrupt, set by engine init */

@@ -20,7 +20,7 @@ import sys
 import types
 import warnings
 
-from . import _engine, _files, _tables
+from . import _engine, _files, _tables, _threads
 
 def _shield_import_system():
     posix = sys.modules[os.name]
@@ -139,6 +139,7 @@ def install(exit_hook):
     _shield_import_system()
     replaced = {}
     _patch_functions(replaced)
+    _threads.install(replaced)
     for orig, replacement in ((_files._real_scandir, _files.scandir),
                               (_files._real_open, _files.open),
                               (os._exit, exit_hook)):

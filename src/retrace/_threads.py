@@ -1,0 +1,195 @@
+"""Threads at the boundary: thread start and end, locks, SimpleQueue.
+
+Recording stays free-running; it only writes down the order in which threads
+cross the boundary.  Replay runs one thread at a time in that order (the C
+demultiplexer, csrc/demux.c), so the program's threads interleave the same way
+in every replay.
+
+- A thread started by the program is numbered by its parent in creation order
+  and announces itself with a `thread.begin` event before running any of the
+  program's code, and a `thread.end` event after.  Starting it is an ordered
+  event: replay really starts the thread, in the same place.
+- Lock and RLock operations, and SimpleQueue puts and gets, are events.
+  Operations that can block (acquire, get, join) record their outcome after
+  they return; operations that unblock others (release, put) are ordered
+  events recorded before they run, so a waiter's wake-up always follows its
+  cause in the trace.  Replay performs each operation for real, in its turn,
+  without blocking: the recorded order guarantees that a lock the recording
+  acquired is free, and a timed-out acquire returns False at once.
+- The import system's module locks run unrecorded: imports are internal work.
+"""
+import functools
+import _queue
+import _thread
+import sys
+
+from . import _engine
+
+# How long replay waits for a lock that the recording acquired but that is
+# still held: a thread that ended releases its state lock from C, slightly
+# after its last event.
+SETTLE_SECONDS = 5.0
+
+
+def _number_and_start(start, function, args, kwargs):
+    tid = _engine.spawn_thread()
+    return start(functools.partial(_thread_main, tid, function, args, kwargs))
+
+
+def _thread_main(tid, function, args, kwargs):
+    _engine.enter_thread(tid)
+    _begin()
+    try:
+        return function(*args, **kwargs)
+    finally:
+        _end()
+        _engine.leave_thread()
+
+
+_begin = _engine.Boundary("thread.begin", lambda: None)
+_end = _engine.Boundary("thread.end", lambda: None)
+
+
+def _thread_starters(replaced):
+    real_start_new = _thread.start_new_thread
+    start_new = _engine.Boundary("_thread.start_new_thread", real_start_new, ordered=True)
+
+    def start_new_thread(function, args, kwargs=None):
+        if not _engine.active():
+            return real_start_new(function, args, kwargs or {})
+        return _number_and_start(lambda f: start_new(f, ()), function, args, kwargs or {})
+
+    replaced[id(real_start_new)] = (real_start_new, start_new_thread)
+    _thread.start_new_thread = _thread.start_new = start_new_thread
+
+    real_joinable = getattr(_thread, "start_joinable_thread", None)       # 3.13
+    if real_joinable is not None:
+        joinable = _engine.Boundary("_thread.start_joinable_thread", real_joinable, ordered=True)
+
+        def start_joinable_thread(function, handle=None, daemon=True):
+            if not _engine.active():
+                return real_joinable(function, handle=handle, daemon=daemon)
+            return _number_and_start(
+                lambda f: joinable(f, handle=handle, daemon=daemon), function, (), {})
+
+        replaced[id(real_joinable)] = (real_joinable, start_joinable_thread)
+        _thread.start_joinable_thread = start_joinable_thread
+
+
+def _settle(acquire, name):
+    """Replay of an acquire: take the lock for real, without waiting for a
+    lock that replay's order says is free; a timed-out acquire fails at once."""
+    def replay(recorded, lock, *args, **kwargs):
+        if not recorded:
+            return recorded
+        if acquire(lock, False) or acquire(lock, True, SETTLE_SECONDS):
+            return recorded
+        return _engine.divergence(
+            "the recording acquired this lock here, but in replay it is held",
+            f"{name} -> {recorded!r}", f"{name} on a held lock")
+    return replay
+
+
+def _patch_lock_type(lock_type, prefix, acquires, releases):
+    originals = {name: lock_type.__dict__[name] for name in acquires + releases}
+    for name in acquires:
+        _engine.patch_type(lock_type, name, _engine.BoundaryMethod(
+            f"{prefix}.{name}", originals[name], replay=_settle(originals["acquire"], name)))
+    for name in releases:
+        _engine.patch_type(lock_type, name, _engine.BoundaryMethod(
+            f"{prefix}.{name}", originals[name], ordered=True))
+
+
+def _patch_rlock_restore():
+    """RLock._acquire_restore (Condition.wait) blocks in C: replay first checks
+    the lock is free, then restores for real."""
+    rlock = _thread.RLock
+    orig = rlock.__dict__["_acquire_restore"]
+    check = _settle(rlock.__dict__["acquire"], "_thread.RLock._acquire_restore")
+    release = rlock.__dict__["release"]
+
+    def replay(recorded, lock, state):
+        check(True, lock)
+        release(lock)
+        return orig(lock, state)
+
+    _engine.patch_type(rlock, "_acquire_restore", _engine.BoundaryMethod(
+        "_thread.RLock._acquire_restore", orig, replay=replay))
+
+
+def _patch_simple_queue():
+    """Items are the program's objects: only the order of puts and gets is
+    recorded; replay really puts and, in the recorded turn, gets."""
+    sq = _queue.SimpleQueue
+    for name in ("put", "put_nowait"):
+        _engine.patch_type(sq, name, _engine.BoundaryMethod(
+            f"_queue.SimpleQueue.{name}", sq.__dict__[name], ordered=True))
+    get_nowait = sq.__dict__["get_nowait"]
+    for name in ("get", "get_nowait"):
+        orig = sq.__dict__[name]
+
+        def record(queue, *args, _orig=orig, **kwargs):
+            return None, _orig(queue, *args, **kwargs)
+
+        def replay(recorded, queue, *args, _name=name, **kwargs):
+            try:
+                return get_nowait(queue)
+            except _queue.Empty:
+                return _engine.divergence(
+                    "the recording got an item from this queue here, but in replay it is empty",
+                    f"_queue.SimpleQueue.{_name} -> an item", "an empty queue")
+
+        _engine.patch_type(sq, name, _engine.BoundaryMethod(
+            f"_queue.SimpleQueue.{name}", record, replay=replay, split=True))
+
+
+def _patch_joins(replaced):
+    """3.13 joins threads in C (_ThreadHandle.join, _thread._shutdown): the
+    outcome is recorded after they return; replay joins for real in that turn,
+    when the threads joined have made their last event."""
+    handle = getattr(_thread, "_ThreadHandle", None)
+    if handle is None:
+        return
+    join = handle.__dict__["join"]
+    _engine.patch_type(handle, "join", _engine.BoundaryMethod(
+        "_thread._ThreadHandle.join", join,
+        replay=lambda recorded, h, *args: join(h, *args)))
+    is_done = handle.__dict__["is_done"]
+    _engine.patch_type(handle, "is_done", _engine.BoundaryMethod(
+        "_thread._ThreadHandle.is_done", is_done))
+    real_shutdown = _thread._shutdown
+    _thread._shutdown = _engine.Boundary("_thread._shutdown", real_shutdown,
+                                         replay=lambda recorded: real_shutdown())
+    replaced[id(real_shutdown)] = (real_shutdown, _thread._shutdown)
+
+
+def _shield_module_locks():
+    """The import system's per-module locks are internal: never recorded."""
+    bootstrap = sys.modules.get("importlib._bootstrap") or sys.modules["_frozen_importlib"]
+    module_lock = bootstrap._ModuleLock
+    for name in ("acquire", "release"):
+        orig = getattr(module_lock, name)
+
+        def unrecorded(self, *args, _orig=orig):
+            _engine.suspend()
+            try:
+                return _orig(self, *args)
+            finally:
+                _engine.resume()
+
+        setattr(module_lock, name, unrecorded)
+
+
+def install(replaced):
+    """Patch threads, locks and queues; `replaced` maps id(original) to
+    (original, replacement) for _patch's reference rewriting."""
+    _shield_module_locks()
+    _thread_starters(replaced)
+    _patch_lock_type(_thread.LockType, "_thread.lock",
+                     ("acquire", "acquire_lock", "__enter__"),
+                     ("release", "release_lock", "__exit__"))
+    _patch_rlock_restore()   # first: it keeps RLock's original acquire and release
+    _patch_lock_type(_thread.RLock, "_thread.RLock",
+                     ("acquire", "__enter__"), ("release", "__exit__", "_release_save"))
+    _patch_simple_queue()
+    _patch_joins(replaced)
