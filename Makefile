@@ -18,7 +18,7 @@ python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
 	$(call python_for,$*) -m venv .venv-$*
 	.venv-$*/bin/pip install -q --upgrade pip
-	.venv-$*/bin/pip install -q -e . pytest
+	.venv-$*/bin/pip install -q -e . pytest requests
 	touch $@
 
 dev: .venv-3.11/done

@@ -162,6 +162,23 @@ diverge(const char *reason, PyObject *expected, PyObject *expected_tid, PyObject
     return NULL;
 }
 
+/* The call with the boundary off: the real thing (of a split function, the
+ * part it returns to the caller). */
+static PyObject *
+call_through(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    if (res && self->split) {
+        if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+            Py_DECREF(res);
+            PyErr_Format(PyExc_SystemError, "split boundary %U must return a 2-tuple", self->name);
+            return NULL;
+        }
+        Py_SETREF(res, Py_NewRef(PyTuple_GET_ITEM(res, 1)));
+    }
+    return res;
+}
+
 /* ---- recording ----------------------------------------------------------- */
 
 static int
@@ -237,7 +254,7 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
 {
     if (!self->fid && define_fid(self, t) < 0) {
         abandon_recording();
-        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+        return call_through(self, args, nargsf, kwnames);
     }
     t->disabled++;
     if (self->ordered) {
@@ -517,12 +534,12 @@ boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
 {
     Boundary *self = (Boundary *)op;
     if (g_mode == MODE_OFF)
-        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+        return call_through(self, args, nargsf, kwnames);
     rt_thread *t = thread_state();
     if (!t)
         return PyErr_NoMemory();
     if (t->disabled)
-        return PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+        return call_through(self, args, nargsf, kwnames);
     if (g_mode == MODE_RECORD)
         return record_call(self, t, args, nargsf, kwnames);
     return replay_call(self, t, args, nargsf, kwnames);

@@ -240,6 +240,46 @@ writer_free(rt_writer *w)
     free(w);
 }
 
+/* fork: the child gets a copy of the open writer without its thread. Holding
+ * mu across fork() means the copy is not in the middle of an append; in the
+ * child the records still waiting belong to the parent, which writes them:
+ * the child's copy drops them, and takes appends only until the child closes
+ * it (a forked child starts a trace of its own). */
+static _Atomic(rt_writer *) fork_writer;
+
+static void
+fork_prepare(void)
+{
+    rt_writer *w = atomic_load(&fork_writer);
+    if (w)
+        pthread_mutex_lock(&w->mu);
+}
+
+static void
+fork_parent(void)
+{
+    rt_writer *w = atomic_load(&fork_writer);
+    if (w)
+        pthread_mutex_unlock(&w->mu);
+}
+
+static void
+fork_child(void)
+{
+    rt_writer *w = atomic_load(&fork_writer);
+    if (w) {
+        rt_buf_clear(&w->active);
+        w->active_count = 0;
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+static void
+install_fork_handlers(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 rt_writer *
 rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
                char *err, size_t errlen)
@@ -297,11 +337,13 @@ rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&w->flushed, NULL);
 
-    /* fork() copies this writer but not its thread. Until a pthread_atfork
-     * handler registered here takes over (mutex state in the child, a fresh
-     * thread or a detached writer), flush and close in a child check owner
-     * and leave the thread alone instead of waiting for it forever. */
+    /* fork() copies this writer but not its thread: flush and close in a
+     * child check owner and leave the thread alone instead of waiting for it
+     * forever, and the fork handlers keep mu usable in the child. */
     w->owner = getpid();
+    static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+    pthread_once(&fork_handlers_once, install_fork_handlers);
+    atomic_store(&fork_writer, w);
 
     /* The thread blocks all signals, so Python's handlers keep running on
      * the main thread and interrupting its system calls. */
@@ -379,6 +421,8 @@ rt_writer_flush(rt_writer *w)
 int
 rt_writer_close(rt_writer *w, char *err, size_t errlen)
 {
+    rt_writer *expected = w;
+    atomic_compare_exchange_strong(&fork_writer, &expected, NULL);
     if (getpid() == w->owner) {
         pthread_mutex_lock(&w->mu);
         w->stop = 1;

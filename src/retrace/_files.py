@@ -70,7 +70,7 @@ class ExternalRaw(io.RawIOBase):
         self._real = real
         self._fd, self._isatty, self._seekable, self._blksize, self.encoding = info
         self.name = name
-        self.mode = mode
+        self.mode = _fileio_mode(mode)
         self.closefd = closefd
 
     def readable(self):
@@ -125,6 +125,18 @@ _write = _engine.Boundary("io.FileIO.write", lambda raw, data: raw.write(data))
 _seek = _engine.Boundary("io.FileIO.seek", lambda raw, pos, whence: raw.seek(pos, whence))
 _tell = _engine.Boundary("io.FileIO.tell", lambda raw: raw.tell())
 _truncate = _engine.Boundary("io.FileIO.truncate", lambda raw, size: raw.truncate(size))
+
+
+def _fileio_mode(raw_mode):
+    """The mode FileIO reports for a raw mode ('r' -> 'rb', 'w+' -> 'rb+'):
+    binary, which socket.sendfile() and others check for."""
+    plus = "+" if "+" in raw_mode else ""
+    for c in "xa":
+        if c in raw_mode:
+            return c + "b" + plus
+    if plus or "r" in raw_mode:
+        return "rb" + plus
+    return "wb"
 
 
 def _raw_mode(mode):

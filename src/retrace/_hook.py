@@ -69,7 +69,7 @@ def start():
 def _record(path, target, seed):
     import atexit
 
-    from . import _session
+    from . import _engine, _session
 
     try:
         _session.start_recording(path, target, seed)
@@ -80,8 +80,9 @@ def _record(path, target, seed):
     original_hook = sys.excepthook
 
     def excepthook(exc_type, exc, tb):
+        crash_index = _engine.event_index()
         with _session.internal():
-            uncaught.append(_session.describe_exception(exc))
+            uncaught.append(dict(_session.describe_exception(exc), crash_index=crash_index))
             original_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook

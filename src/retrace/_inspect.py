@@ -1,5 +1,6 @@
 """`retrace inspect`: what a recording holds, as a dict or as text."""
 import collections
+import glob
 import os
 import time
 
@@ -59,6 +60,9 @@ def summarize(path):
         "complete": bool(end) and truncated_at < 0,
         "truncated_at": truncated_at if truncated_at >= 0 else None,
         "source_files": len(end.get("sources", {})),
+        "parent": header.get("parent"),
+        "children": sorted(p for p in glob.glob(glob.escape(path) + ".*")
+                           if p.rsplit(".", 1)[1].isdigit()),
     }
 
 
@@ -81,6 +85,12 @@ def render(s):
         where = f" at offset {s['truncated_at']}" if s["truncated_at"] is not None else ""
         lines.append(f"INCOMPLETE  the recording was cut short{where}; "
                      "replay stops at its last event")
+    if s["parent"]:
+        lines.append(f"forked      from pid {s['parent']['pid']} "
+                     f"({os.path.basename(s['parent']['trace'])}) "
+                     f"after its event {s['parent']['fork_index']}")
+    for child in s["children"]:
+        lines.append(f"child       {child}  (retrace replay {child})")
     lines.append(f"events      {s['event_total']} in {s['threads']} thread(s)")
     lines.extend(f"  {count:8d}  {name}" for name, count in s["events"].items())
     return "\n".join(lines) + "\n"

@@ -20,7 +20,8 @@ import sys
 import types
 import warnings
 
-from . import _engine, _files, _tables, _threads
+from . import _engine, _files, _fork, _net, _tables, _threads
+
 
 def _shield_import_system():
     posix = sys.modules[os.name]
@@ -140,6 +141,7 @@ def install(exit_hook):
     replaced = {}
     _patch_functions(replaced)
     _threads.install(replaced)
+    _fork.install(replaced)
     for orig, replacement in ((_files._real_scandir, _files.scandir),
                               (_files._real_open, _files.open),
                               (os._exit, exit_hook)):
@@ -150,3 +152,4 @@ def install(exit_hook):
     _sync_constants()
     random.seed()
     sys.stdin = _files.recorded_stdin()
+    _net.install()

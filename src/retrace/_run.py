@@ -16,7 +16,7 @@ Exit status: the program's own, 2 for an unusable trace, 3 for a divergence
 import os
 import sys
 
-from . import _engine, _session
+from . import _engine, _fork, _session
 from .errors import ReplayDivergence, TraceCorrupt
 
 EXIT_ERROR = 2
@@ -74,30 +74,31 @@ def exit_status(exc):
 
 
 def run(target):
-    """Run the program; returns (exit status, the uncaught exception described
-    by _session.describe_exception, or None)."""
+    """Run the program as python would; returns (exit status, the uncaught
+    exception described by _session.describe_exception, or None)."""
     import atexit
     status, uncaught = 0, None
     try:
-        try:
-            code, namespace = load_target(target)
-            exec(code, namespace)
-        finally:
-            # What Python does at exit belongs to the run: it may cross the boundary.
-            if "threading" in sys.modules:
-                sys.modules["threading"]._shutdown()
-            atexit._run_exitfuncs()
+        code, namespace = load_target(target)
+        exec(code, namespace)
     except SystemExit as exc:
         status = exit_status(exc)
     except ReplayDivergence:
         raise
     except BaseException as exc:
+        crash_index = _engine.event_index()
         tb = exc.__traceback__
         exc.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
         with _session.internal():
             uncaught = _session.describe_exception(exc)
             sys.excepthook(type(exc), exc, exc.__traceback__)
+        uncaught["crash_index"] = crash_index
         status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+    # Then, as at interpreter exit: join threads, run atexit callbacks. They
+    # belong to the run: they may cross the boundary.
+    if "threading" in sys.modules:
+        sys.modules["threading"]._shutdown()
+    atexit._run_exitfuncs()
     return status, uncaught
 
 
@@ -148,8 +149,25 @@ def locate_program(header, maps):
     return target
 
 
+def follow_fork(trace):
+    """A forked child's trace (TRACE.PID) replays from its parent's trace, which
+    lies beside it: returns the trace to start from."""
+    header = _session.read_header(trace)
+    if not header.get("parent"):
+        return trace
+    parent = trace[:-len(f".{header['pid']}")]
+    if not trace.endswith(f".{header['pid']}") or not os.path.exists(parent):
+        fail(f"{trace} was recorded by a forked child; its parent's trace "
+             f"({os.path.basename(header['parent']['trace'])}) must lie beside it")
+    if _session.read_header(parent).get("parent"):
+        fail(f"{trace} was recorded by the child of a forked child: not supported yet")
+    _fork.follow_pid = header["pid"]
+    return parent
+
+
 def replay(trace, maps):
     try:
+        trace = follow_fork(trace)
         target = locate_program(_session.read_header(trace), maps)
         _session.start_replay(trace)
         status, _ = run(target)
@@ -190,12 +208,13 @@ def check(trace, maps):
         status, uncaught = run(target)
         _engine.end(None)
     except ReplayDivergence as exc:
-        if not exc.at_end:
+        crash_index = recorded.get("crash_index")
+        if not exc.at_end and (crash_index is None or exc.index < crash_index):
             verdict(EXIT_DIVERGED, "DIVERGED before the recorded crash point "
                     f"({crash}): the code on the path to it changed.\n{exc}")
-        verdict(0, f"FIXED: the program replayed all {exc.index} recorded calls, got past the "
-                f"recorded crash point ({crash}) and then asked for {exc.actual}, which the "
-                "recording does not have: it ends where the recorded run crashed.")
+        verdict(0, f"FIXED: the program replayed the {exc.index} recorded calls up to the "
+                f"recorded crash point ({crash}), got past it and then asked for "
+                f"{exc.actual}, which the recording does not have there.")
     same_place = uncaught and uncaught["exception_type"] == recorded.get("exception_type") and \
         _same_frame(uncaught["exception_where"], where)
     if same_place:

@@ -94,8 +94,10 @@ def source_checksums():
     return sums
 
 
-def start_recording(path, target, hash_seed):
-    """Create the trace and install the boundary. target describes the program."""
+def start_recording(path, target, hash_seed, parent=None, install=True):
+    """Create the trace and install the boundary. target describes the program;
+    parent, for a forked child, names the parent's trace and the fork."""
+    global header, trace_path
     env, redacted = snapshot_env()
     main_path = target.get("path")
     head = {
@@ -115,11 +117,12 @@ def start_recording(path, target, hash_seed):
         "start_time": time.time(),
         "pid": os.getpid(),
         "main_checksum": file_checksum(main_path) if main_path else None,
+        "parent": parent,
     }
     _engine.start_recording(path, _engine.encode(head))
-    global header
-    header = head
-    _patch.install(exit_now)
+    header, trace_path = head, os.path.abspath(path)
+    if install:
+        _patch.install(exit_now)
 
 
 def read_header(path):
@@ -148,6 +151,15 @@ def start_replay(path):
     _engine.start_replay()
     _patch.install(exit_now)
     return head
+
+
+def switch_replay(path):
+    """Replay of a forked child: at its fork, continue from the child's trace."""
+    global header, trace_path
+    _engine.stop()
+    head = _engine.decode(_engine.open_replay(path))
+    header, trace_path = head, os.path.abspath(path)
+    _engine.start_replay()
 
 
 class ReplayVersionError(Exception):

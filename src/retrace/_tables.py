@@ -10,7 +10,8 @@ To intercept more, add names here.  A name that the running Python does not
 have is skipped, so one table serves 3.11 to 3.13.
 
 Calls with effects or values that need more than "record the result" (open(),
-scandir(), stdin, random seeding) are handled in _files.py and _patch.py.
+scandir(), stdin, random seeding) are handled in _files.py and _patch.py;
+socket objects, socketpair(), select/poll/epoll and TLS in _net.py.
 """
 
 FUNCTIONS = {
@@ -44,13 +45,25 @@ FUNCTIONS = {
         "fchmod", "fchown", "dup", "dup2", "pipe", "pipe2", "sendfile", "copy_file_range",
         "get_blocking", "set_blocking", "get_inheritable", "set_inheritable",
         "posix_fallocate", "posix_fadvise", "lockf",
-        # a shell command is a process we do not replay
-        "system",
+        # child processes are external: their pids, exit statuses and pipes
+        # are recorded, and replay starts none (fork: see _fork.py)
+        "system", "waitpid", "wait", "wait3", "wait4", "waitid", "posix_spawn", "posix_spawnp",
         # signals reach other processes (or end this one): never sent in replay
         "kill", "killpg", "abort",
     ],
     "signal": ["raise_signal", "pthread_kill"],
-    "_socket": ["gethostname", "sethostname"],
+    "_socket": [
+        "gethostname", "sethostname",
+        # DNS and the system's service, protocol and interface databases
+        "getaddrinfo", "getnameinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+        "getservbyname", "getservbyport", "getprotobyname",
+        "if_nameindex", "if_nametoindex", "if_indextoname",
+        # descriptors (socket.dup(), socket.close(fd))
+        "dup", "close",
+    ],
+    # asyncio passes it a socket's descriptor, which exists only in the recording
+    "_signal": ["set_wakeup_fd"],
+    "_posixsubprocess": ["fork_exec"],
     "_uuid": ["generate_time_safe"],
     "pwd": ["getpwuid", "getpwnam", "getpwall"],
     "grp": ["getgrgid", "getgrnam", "getgrall"],

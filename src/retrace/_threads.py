@@ -180,10 +180,30 @@ def _shield_module_locks():
         setattr(module_lock, name, unrecorded)
 
 
+def _stable_thread_hash():
+    """Thread objects hash by address, which differs in replay: a set of
+    threads (ThreadPoolExecutor joins its workers from one) would be joined
+    in another order, waiting on a thread the recording waited on later.
+    Hash them by the order in which they were first hashed instead; equality
+    stays identity."""
+    import itertools
+    import threading
+    numbers = itertools.count()
+
+    def __hash__(self):
+        try:
+            return self.__dict__["_retrace_hash"]
+        except KeyError:
+            return self.__dict__.setdefault("_retrace_hash", next(numbers))
+
+    threading.Thread.__hash__ = __hash__
+
+
 def install(replaced):
     """Patch threads, locks and queues; `replaced` maps id(original) to
     (original, replacement) for _patch's reference rewriting."""
     _shield_module_locks()
+    _stable_thread_hash()
     _thread_starters(replaced)
     _patch_lock_type(_thread.LockType, "_thread.lock",
                      ("acquire", "acquire_lock", "__enter__"),

@@ -92,7 +92,10 @@ def cmd_replay(ns):
     for m in ns.map:
         if "=" not in m:
             error(f"--map takes RECORDED_DIR=LOCAL_DIR, not {m!r}")
-    exec_runner([ns.cmd, ns.trace, *ns.map], header["hash_seed"])
+    trace = ns.trace if ns.pid is None else f"{ns.trace}.{ns.pid}"
+    if ns.pid is not None:
+        read_header(trace)
+    exec_runner([ns.cmd, trace, *ns.map], header["hash_seed"])
 
 
 def cmd_inspect(ns):
@@ -147,6 +150,8 @@ def parser():
         rp.add_argument("--map", action="append", default=[], metavar="RECORDED_DIR=LOCAL_DIR",
                         help="the program's code is in LOCAL_DIR here (repeatable); without it, "
                              "a copy of the main script under the working directory is found")
+        rp.add_argument("--pid", type=int,
+                        help="replay the forked child with this pid (its trace is TRACE.PID)")
         rp.set_defaults(func=cmd_replay)
 
     i = sub.add_parser("inspect", help="summarize a recording")
