@@ -24,6 +24,7 @@
 #include "retrace.h"
 
 #include <pthread.h>
+#include <unistd.h>
 
 enum { MODE_OFF, MODE_RECORD, MODE_REPLAY };
 enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1 };
@@ -35,6 +36,7 @@ typedef struct {
     PyObject *replay;    /* optional: replay(recorded, *args) makes the result */
     int split;           /* func returns (recorded, returned); the call returns `returned` */
     int ordered;         /* only the call's place in the order is recorded; it runs in replay too */
+    int output;          /* only writes output: see g_live_outputs */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -49,6 +51,8 @@ typedef struct {
 static int g_mode = MODE_OFF;
 static PyObject *g_divergence_exc; /* the first divergence, raised again on every later call */
 static uint64_t g_event_index;      /* CALL records recorded or replayed so far */
+static int g_live_outputs;          /* replay: output calls run live, recorded ones are skipped */
+static rt_thread *g_ender;          /* the thread that ended the recording */
 static uint64_t g_next_fid = 1;
 static uint64_t g_next_tid;
 static rt_writer *g_writer;
@@ -339,6 +343,15 @@ note_definition(rt_cursor *c)
     return 0;
 }
 
+static int
+is_output_record(const uint8_t *rec, size_t len)
+{
+    rt_cursor c = {rec + 1, rec + len};
+    uint64_t tid, fid;
+    return rec[0] == 'C' && rt_cur_varint(&c, &tid) == 0 && rt_cur_varint(&c, &fid) == 0 &&
+           fid < g_nfids && g_fids[fid].boundary && g_fids[fid].boundary->output;
+}
+
 /* Make the next non-definition record pending. 1: pending, 0: end of the
  * recording, -1: error set. */
 static int
@@ -362,6 +375,10 @@ fetch_pending(void)
             rt_cursor c = {rec + 1, rec + len};
             if (note_definition(&c) < 0)
                 return -1;
+            continue;
+        }
+        if (g_live_outputs && is_output_record(rec, len)) {
+            g_event_index++;    /* counted, so indexes keep the recording's numbering */
             continue;
         }
         g_pending = rec;
@@ -464,6 +481,8 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
 {
     if (g_divergence_exc)
         return diverge(NULL, NULL, NULL, NULL, 0);
+    if (self->output && g_live_outputs)
+        return call_through(self, args, nargsf, kwnames);
     int st = take_turn(t, self->name);
     if (st < 0)
         return NULL;
@@ -529,12 +548,28 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
 
 /* ---- the Boundary type ----------------------------------------------------- */
 
+/* After the end of the run was recorded, the recording is complete: another
+ * thread (a daemon still running while the interpreter exits) must not go on
+ * to do what replay, which stops at the end record, would not. It waits here,
+ * without the GIL, until the process exits. */
+static void
+park_forever(void)
+{
+    Py_BEGIN_ALLOW_THREADS
+    for (;;)
+        pause();
+    Py_END_ALLOW_THREADS
+}
+
 static PyObject *
 boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Boundary *self = (Boundary *)op;
-    if (g_mode == MODE_OFF)
+    if (g_mode == MODE_OFF) {
+        if (g_ender && t_state != g_ender && !(t_state && t_state->disabled))
+            park_forever();
         return call_through(self, args, nargsf, kwnames);
+    }
     rt_thread *t = thread_state();
     if (!t)
         return PyErr_NoMemory();
@@ -551,11 +586,11 @@ static PyTypeObject BoundaryMethodType;
 static PyObject *
 boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"name", "func", "replay", "split", "ordered", NULL};
+    static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output", NULL};
     PyObject *name, *func, *replay = Py_None;
-    int split = 0, ordered = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Opp:Boundary", kwlist, &name, &func,
-                                     &replay, &split, &ordered))
+    int split = 0, ordered = 0, output = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Oppp:Boundary", kwlist, &name, &func,
+                                     &replay, &split, &ordered, &output))
         return NULL;
     if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay))) {
         PyErr_SetString(PyExc_TypeError, "func and replay must be callable");
@@ -577,6 +612,7 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->replay = replay == Py_None ? NULL : Py_NewRef(replay);
     self->split = split;
     self->ordered = ordered;
+    self->output = output;
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -650,12 +686,14 @@ static PyGetSetDef boundary_getset[] = {
 static PyTypeObject BoundaryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "retrace._engine.Boundary",
-    .tp_doc = "Boundary(name, func, *, replay=None, split=False, ordered=False): an\n"
+    .tp_doc = "Boundary(name, func, *, replay=None, split=False, ordered=False,\n"
+              "output=False): an\n"
               "external callable.\n\n"
               "Recording calls func and records its result. With split, func returns\n"
               "(recorded, returned). Replay returns replay(recorded, *args) if given,\n"
               "else the recorded value. With ordered, only the call's place among\n"
-              "the events is recorded, before it runs; replay runs it in that place.",
+              "the events is recorded, before it runs; replay runs it in that place.\n"
+              "output marks a call that only writes output (see set_live_outputs).",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -682,6 +720,8 @@ static void
 reset_state(void)
 {
     Py_CLEAR(g_divergence_exc);
+    g_live_outputs = 0;
+    g_ender = NULL;
     g_event_index = 0;
     g_next_fid = 1;
     g_next_tid = 0;
@@ -781,6 +821,7 @@ end(PyObject *Py_UNUSED(m), PyObject *info)
         if (rc == 0)
             append_scratch(t);
         g_mode = MODE_OFF;
+        g_ender = t;
         if (rc < 0)
             return PyErr_Occurred() ? NULL : PyErr_NoMemory();
         Py_RETURN_NONE;
@@ -956,6 +997,16 @@ divergence(PyObject *Py_UNUSED(m), PyObject *args)
     return NULL;
 }
 
+/* set_live_outputs(): from now on replay does not hold output calls to the
+ * recording: they run live, and the recorded ones are skipped. retrace check
+ * uses it: a fixed program prints what it prints. */
+static PyObject *
+set_live_outputs(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    g_live_outputs = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
 {
@@ -1007,6 +1058,8 @@ static PyMethodDef boundary_methods[] = {
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
     {"divergence", divergence, METH_VARARGS,
      "divergence(reason, expected, actual): stop the replay here (raises)"},
+    {"set_live_outputs", set_live_outputs, METH_NOARGS,
+     "output boundaries run live; the recorded output calls are skipped"},
     {"spawn_thread", spawn_thread, METH_NOARGS, "the trace number of a thread about to start"},
     {"enter_thread", enter_thread, METH_O, "enter_thread(tid): this thread is number tid"},
     {"leave_thread", leave_thread, METH_NOARGS, "this thread made its last event"},

@@ -252,6 +252,25 @@ def test_appended_call_diverges(world):
         assert needle in err, f"{needle!r} not in the divergence message\n{result.describe()}"
 
 
+def test_changed_output_diverges(tmp_path):
+    """Output is checked: a replay that prints something else stops."""
+    world = World(tmp_path)
+    main = world.work / "main_prog.py"
+    main.write_text("import time\nprint('start', time.time(), flush=True)\n"
+                    "print('total', 6 * 7, flush=True)\n")
+    rec = run(retrace_cmd("record", "-o", tmp_path / "t.retrace", "--", main),
+              cwd=world.work, env=world.record_env())
+    assert rec.code == 0, rec.describe()
+    main.write_text(main.read_text().replace("6 * 7", "6 * 9"))
+    result = world.replay(tmp_path / "t.retrace")
+    assert result.code == 3, result.describe()
+    assert_prefix(result.out, rec.out)
+    assert b"54" not in result.out, result.describe()
+    err = result.err.decode()
+    assert "writes other output than the recorded run" in err, result.describe()
+    assert "54" in err and "main_prog.py" in err, result.describe()
+
+
 def test_swallowed_divergence_still_fails_the_replay(tmp_path):
     """A program that catches everything cannot hide a divergence and carry on."""
     world = World(tmp_path)

@@ -37,10 +37,6 @@ PROGRAMS = ["threads_queue", "threads_pool", "threads_counter", "threads_pingpon
 
 # Known engine bugs the suite finds (see the report of the thread stress suite):
 # the test is expected to fail until the engine is fixed.
-KNOWN_BUGS = {
-    "threads_timer": "daemon threads keep running after the end of the recording, and "
-                     "what they print then is in the recorded output but not in replay",
-}
 
 
 # --------------------------------------------------------------------------
@@ -121,9 +117,7 @@ def assert_varies(name, runs):
 # The stress suite
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_BUGS[n], strict=False))
-    if n in KNOWN_BUGS else n for n in PROGRAMS])
+@pytest.mark.parametrize("name", PROGRAMS)
 def test_stress_replays_exactly(world, name):
     case, runs = stress(world, name)
     for i, (rec, replays) in enumerate(runs, 1):
@@ -161,8 +155,6 @@ RACE_TOTAL = 4 * 30000
 COUNTER = re.compile(rb"^counter: (\d+)$", re.M)
 
 
-@pytest.mark.xfail(reason="a data race between boundary events replays silently with "
-                          "another result (no divergence)", strict=False)
 def test_data_race_replays_identically_or_diverges(world):
     case, runs = stress(world, "threads_race")
     totals = []

@@ -17,6 +17,7 @@ import io
 import os
 import sys
 import sysconfig
+import zlib
 
 from . import _engine
 
@@ -254,6 +255,85 @@ def recorded_stdin():
         return None
     isatty, encoding, errors, name = info
     return _open(0, "r", -1, encoding, errors, None, False, isatty, name)
+
+
+class CheckedOutput(io.RawIOBase):
+    """The raw layer of sys.stdout and sys.stderr. Output is not data the
+    program reads, so its bytes are not stored; but each write is an event
+    carrying their CRC-32. Replay really writes (the user sees the output) and
+    stops with a divergence where the program writes something else: output
+    never differs silently, and the threads' writes keep the recorded order."""
+
+    def __init__(self, fd, isatty, name):
+        super().__init__()
+        self._fd, self._isatty, self.name = fd, isatty, name
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return self._isatty
+
+    def fileno(self):
+        return self._fd
+
+    def write(self, data):
+        return _output_event(self._fd, bytes(data))
+
+
+def _record_output(fd, data):
+    written = _real_write(fd, data)
+    return (zlib.crc32(data[:written]), written), written
+
+
+def _replay_output(recorded, fd, data):
+    crc, written = recorded
+    if zlib.crc32(data[:written]) != crc:
+        return _engine.divergence(
+            "the program writes other output than the recorded run here",
+            f"{written} bytes with CRC-32 {crc:#010x}", repr(data[:200]))
+    return _real_write(fd, data[:written])
+
+
+_real_write = os.write
+_output_event = _engine.Boundary("sys.stdout.write", _record_output, replay=_replay_output,
+                                 split=True, output=True)
+
+
+def _stdio_info(stream):
+    """How sys.stdout or sys.stderr is set up. Replay copies it, so that its
+    writes are cut in the same places (a terminal's line buffering would
+    differ from a pipe's blocks)."""
+    if not hasattr(stream, "buffer"):
+        return None
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+    buffer = stream.buffer
+    size = buffer.raw._blksize if isinstance(buffer, io.BufferedWriter) else 0
+    return (fd, os.isatty(fd), stream.name, stream.encoding, stream.errors,
+            stream.line_buffering, stream.write_through, size)
+
+
+_stdio_event = _engine.Boundary("sys.stdio", lambda: (_stdio_info(sys.stdout),
+                                                      _stdio_info(sys.stderr)))
+
+
+def checked_stdio():
+    """(sys.stdout, sys.stderr) over CheckedOutput, set up as recorded; a
+    stream that was not a file when recording stays as it is."""
+    streams = []
+    for info, current in zip(_stdio_event(), (sys.stdout, sys.stderr)):
+        if info is None:
+            streams.append(current)
+            continue
+        fd, isatty, name, encoding, errors, line_buffering, write_through, size = info
+        raw = CheckedOutput(fd, isatty, name)
+        buffer = io.BufferedWriter(raw, size) if size else raw
+        streams.append(io.TextIOWrapper(buffer, encoding, errors, "\n", line_buffering,
+                                        write_through))
+    return streams
 
 
 class DirEntry:

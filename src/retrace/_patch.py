@@ -152,4 +152,7 @@ def install(exit_hook):
     _sync_constants()
     random.seed()
     sys.stdin = _files.recorded_stdin()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.stdout, sys.stderr = _files.checked_stdio()
     _net.install()

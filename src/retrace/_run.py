@@ -73,27 +73,41 @@ def exit_status(exc):
     return 1
 
 
+def flush_io():
+    """What python does after running a script or -c code, before reporting
+    how it ended: flush stderr, then stdout (their writes are events)."""
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
 def run(target):
     """Run the program as python would; returns (exit status, the uncaught
     exception described by _session.describe_exception, or None)."""
     import atexit
-    status, uncaught = 0, None
+    status, uncaught, error = 0, None, None
     try:
         code, namespace = load_target(target)
         exec(code, namespace)
-    except SystemExit as exc:
-        status = exit_status(exc)
-    except ReplayDivergence:
-        raise
     except BaseException as exc:
-        crash_index = _engine.event_index()
-        tb = exc.__traceback__
-        exc.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
+        error = exc
+    crash_index = _engine.event_index()
+    if target["kind"] != "module":      # runpy's -m does not flush here
+        flush_io()
+    if isinstance(error, SystemExit):
+        status = exit_status(error)
+    elif isinstance(error, ReplayDivergence):
+        raise error
+    elif error is not None:
+        tb = error.__traceback__
+        error.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
         with _session.internal():
-            uncaught = _session.describe_exception(exc)
-            sys.excepthook(type(exc), exc, exc.__traceback__)
+            uncaught = _session.describe_exception(error)
+            sys.excepthook(type(error), error, error.__traceback__)
         uncaught["crash_index"] = crash_index
-        status = 130 if isinstance(exc, KeyboardInterrupt) else 1
+        status = 130 if isinstance(error, KeyboardInterrupt) else 1
     # Then, as at interpreter exit: join threads, run atexit callbacks. They
     # belong to the run: they may cross the boundary.
     if "threading" in sys.modules:
@@ -204,17 +218,21 @@ def check(trace, maps):
     where = recorded.get("exception_where")
     crash = recorded["exception"] + (f" at {_session.local_path(where[0])}:{where[1]} in {where[2]}"
                                      if where else "")
+    crash_index = recorded.get("crash_index")
+    _engine.set_live_outputs()     # a fixed program's output is its own
     try:
         status, uncaught = run(target)
-        _engine.end(None)
     except ReplayDivergence as exc:
-        crash_index = recorded.get("crash_index")
         if not exc.at_end and (crash_index is None or exc.index < crash_index):
             verdict(EXIT_DIVERGED, "DIVERGED before the recorded crash point "
                     f"({crash}): the code on the path to it changed.\n{exc}")
         verdict(0, f"FIXED: the program replayed the {exc.index} recorded calls up to the "
                 f"recorded crash point ({crash}), got past it and then asked for "
                 f"{exc.actual}, which the recording does not have there.")
+    if crash_index is not None and _engine.event_index() < crash_index:
+        verdict(EXIT_DIVERGED, "DIVERGED before the recorded crash point "
+                f"({crash}): the program ended after {_engine.event_index()} of the "
+                f"{crash_index} calls the recorded run made before it crashed.")
     same_place = uncaught and uncaught["exception_type"] == recorded.get("exception_type") and \
         _same_frame(uncaught["exception_where"], where)
     if same_place:

@@ -189,11 +189,14 @@ def end_record(exit_code, uncaught):
 
 
 def report_divergence(exc):
-    """Print a ReplayDivergence (or its text) and leave with status 3."""
+    """Print a ReplayDivergence (or its text) and leave with status 3.
+
+    What the program's streams still buffer was never checked against the
+    recording: it is dropped, so a replay only ever shows recorded output."""
     _engine.stop()
-    sys.stdout.flush()
-    sys.stderr.write(f"retrace: {exc}\n")
-    sys.stderr.flush()
+    message = f"retrace: {exc}\n".encode(errors="backslashreplace")
+    while message:
+        message = message[os.write(2, message):]
     real_exit(EXIT_DIVERGED)
 
 
