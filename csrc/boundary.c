@@ -23,8 +23,11 @@
  */
 #include "retrace.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <unistd.h>
+#include <zlib.h>
 
 enum { MODE_OFF, MODE_RECORD, MODE_REPLAY };
 enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1 };
@@ -36,7 +39,8 @@ typedef struct {
     PyObject *replay;    /* optional: replay(recorded, *args) makes the result */
     int split;           /* func returns (recorded, returned); the call returns `returned` */
     int ordered;         /* only the call's place in the order is recorded; it runs in replay too */
-    int output;          /* only writes output: see g_live_outputs */
+    int output;          /* func(fd, data) writes output: see record_output */
+    int outcome_only;    /* record whether it returned or raised, not the value */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -252,6 +256,36 @@ abandon_recording(void)
     g_mode = MODE_OFF;
 }
 
+/* An output boundary, func(fd, data) -> bytes written: records the CRC-32
+ * and length of what was written, not the bytes. func must write without
+ * releasing the GIL (write_all), so that the order of the events is the order
+ * in which the threads' output reached the file. */
+static PyObject *
+record_output(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf)
+{
+    Py_buffer data;
+    if (PyVectorcall_NARGS(nargsf) != 2 || PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0) {
+        PyErr_Format(PyExc_TypeError, "%U takes (fd, data)", self->name);
+        return NULL;
+    }
+    t->disabled++;
+    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, NULL);
+    Py_ssize_t n = res ? PyLong_AsSsize_t(res) : 0;
+    PyObject *recorded = NULL;
+    if (res && n >= 0 && n <= data.len)
+        recorded = Py_BuildValue("(kn)", crc32(0, data.buf, (uInt)n), n);
+    if ((res && recorded) || !res) {
+        if (record_outcome(self, t, recorded) < 0)
+            abandon_recording();
+    }
+    else
+        PyErr_Clear();
+    t->disabled--;
+    Py_XDECREF(recorded);
+    PyBuffer_Release(&data);
+    return res;
+}
+
 static PyObject *
 record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
@@ -260,6 +294,8 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         abandon_recording();
         return call_through(self, args, nargsf, kwnames);
     }
+    if (self->output)
+        return record_output(self, t, args, nargsf);
     t->disabled++;
     if (self->ordered) {
         if (record_outcome(self, t, Py_None) < 0)
@@ -269,7 +305,7 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return res;
     }
     PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
-    PyObject *recorded = res;
+    PyObject *recorded = res && self->outcome_only ? Py_None : res;
     if (res && self->split) {
         if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
             t->disabled--;
@@ -475,6 +511,45 @@ take_turn(rt_thread *t, PyObject *actual)
     }
 }
 
+/* Replay of an output boundary: the program must write what it wrote. */
+static PyObject *
+replay_output(Boundary *self, rt_thread *t, PyObject *const *args, PyObject *recorded)
+{
+    unsigned long crc;
+    Py_ssize_t n;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(recorded, "kn", &crc, &n))
+        return corrupt("bad output record");
+    if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0)
+        return NULL;
+    PyObject *res = NULL;
+    if (n > data.len || crc32(0, data.buf, (uInt)n) != crc) {
+        char what[64];
+        snprintf(what, sizeof what, "%zd bytes with CRC-32 %08lx", n, crc);
+        PyObject *expected = PyUnicode_FromString(what);
+        PyObject *shown = PyBytes_FromStringAndSize(data.buf, data.len < 200 ? data.len : 200);
+        PyObject *actual = shown ? PyObject_Repr(shown) : NULL;
+        if (expected && actual)
+            diverge("the program writes other output than the recorded run here", expected,
+                    NULL, actual, t->tid);
+        Py_XDECREF(expected);
+        Py_XDECREF(shown);
+        Py_XDECREF(actual);
+    }
+    else {
+        PyObject *part = PyBytes_FromStringAndSize(data.buf, n);
+        if (part) {
+            PyObject *call[2] = {args[0], part};
+            t->disabled++;
+            res = PyObject_Vectorcall(self->func, call, 2, NULL);
+            t->disabled--;
+            Py_DECREF(part);
+        }
+    }
+    PyBuffer_Release(&data);
+    return res;
+}
+
 static PyObject *
 replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
@@ -512,6 +587,11 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         t->disabled++;
         PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
         t->disabled--;
+        return res;
+    }
+    if (self->output && outcome == OUTCOME_RETURN) {
+        PyObject *res = replay_output(self, t, args, value);
+        Py_DECREF(value);
         return res;
     }
     if (outcome == OUTCOME_RAISE) {
@@ -586,11 +666,12 @@ static PyTypeObject BoundaryMethodType;
 static PyObject *
 boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output", NULL};
+    static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output",
+                             "outcome_only", NULL};
     PyObject *name, *func, *replay = Py_None;
-    int split = 0, ordered = 0, output = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Oppp:Boundary", kwlist, &name, &func,
-                                     &replay, &split, &ordered, &output))
+    int split = 0, ordered = 0, output = 0, outcome_only = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Opppp:Boundary", kwlist, &name, &func,
+                                     &replay, &split, &ordered, &output, &outcome_only))
         return NULL;
     if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay))) {
         PyErr_SetString(PyExc_TypeError, "func and replay must be callable");
@@ -598,6 +679,10 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     if (split && replay == Py_None) {
         PyErr_SetString(PyExc_TypeError, "a split boundary needs a replay function");
+        return NULL;
+    }
+    if (outcome_only && replay == Py_None) {
+        PyErr_SetString(PyExc_TypeError, "an outcome_only boundary needs a replay function");
         return NULL;
     }
     if (ordered && (split || replay != Py_None)) {
@@ -613,6 +698,7 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->split = split;
     self->ordered = ordered;
     self->output = output;
+    self->outcome_only = outcome_only;
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -687,13 +773,15 @@ static PyTypeObject BoundaryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "retrace._engine.Boundary",
     .tp_doc = "Boundary(name, func, *, replay=None, split=False, ordered=False,\n"
-              "output=False): an\n"
+              "output=False, outcome_only=False): an\n"
               "external callable.\n\n"
               "Recording calls func and records its result. With split, func returns\n"
               "(recorded, returned). Replay returns replay(recorded, *args) if given,\n"
               "else the recorded value. With ordered, only the call's place among\n"
               "the events is recorded, before it runs; replay runs it in that place.\n"
-              "output marks a call that only writes output (see set_live_outputs).",
+              "output marks func(fd, data) that writes output: its CRC-32 is checked.\n"
+              "outcome_only records whether the call returned or raised, not its value\n"
+              "(replay makes the value).",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -908,6 +996,9 @@ active(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 static PyObject *
 event_index(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
+    /* With live outputs, the recorded output calls ahead are passed over */
+    if (g_mode == MODE_REPLAY && g_live_outputs && fetch_pending() < 0)
+        return NULL;
     return PyLong_FromUnsignedLongLong(g_event_index);
 }
 
@@ -997,6 +1088,32 @@ divergence(PyObject *Py_UNUSED(m), PyObject *args)
     return NULL;
 }
 
+/* write_all(fd, data) -> len(data): write everything, retrying short writes
+ * and EINTR, WITHOUT releasing the GIL (see record_output). */
+static PyObject *
+write_all(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    int fd;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "iy*", &fd, &data))
+        return NULL;
+    const char *p = data.buf;
+    Py_ssize_t left = data.len;
+    while (left > 0) {
+        ssize_t k = write(fd, p, (size_t)left);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            PyBuffer_Release(&data);
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        p += k;
+        left -= k;
+    }
+    PyBuffer_Release(&data);
+    return PyLong_FromSsize_t(data.len);
+}
+
 /* set_live_outputs(): from now on replay does not hold output calls to the
  * recording: they run live, and the recorded ones are skipped. retrace check
  * uses it: a fixed program prints what it prints. */
@@ -1058,6 +1175,8 @@ static PyMethodDef boundary_methods[] = {
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
     {"divergence", divergence, METH_VARARGS,
      "divergence(reason, expected, actual): stop the replay here (raises)"},
+    {"write_all", write_all, METH_VARARGS,
+     "write_all(fd, data): write it all without releasing the GIL"},
     {"set_live_outputs", set_live_outputs, METH_NOARGS,
      "output boundaries run live; the recorded output calls are skipped"},
     {"spawn_thread", spawn_thread, METH_NOARGS, "the trace number of a thread about to start"},

@@ -42,7 +42,7 @@ import weakref
 import _socket
 import select
 
-from . import _engine
+from . import _engine, _onimport
 
 # The real callables, taken before patching (posix functions may already be
 # Boundary wrappers: their __wrapped__ is the original).
@@ -573,51 +573,13 @@ def _replay_chain(info, obj):
     return None if info is None else [CertificateStandIn(der, i) for der, i in info]
 
 
-class _PatchOnImport:
-    """A meta path finder that patches _ssl right after the program imports it."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "_ssl":
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                spec.loader = _PatchingLoader(spec.loader)
-                return spec
-        return None
-
-
-class _PatchingLoader:
-    def __init__(self, loader):
-        self.loader = loader
-
-    def create_module(self, spec):
-        return self.loader.create_module(spec)
-
-    def exec_module(self, module):
-        self.loader.exec_module(module)
-        module.__loader__ = module.__spec__.loader = self.loader
-        _remove_import_hook()
-        _install_ssl(module)
-
-
-_hook = None
-
-
-def _remove_import_hook():
-    if _hook in sys.meta_path:
-        sys.meta_path.remove(_hook)
-
-
 # --------------------------------------------------------------------------
 
 
 def install():
     """Patch sockets, DNS, select and TLS; runs once at startup, in recording
     and replay alike, and makes no boundary call itself."""
-    global _installed, _hook
+    global _installed
     if _installed:
         return
     _installed = True
@@ -626,8 +588,4 @@ def install():
     _install_sockets(replay)
     _install_select(replaced)
     _rewrite(replaced)
-    if "_ssl" in sys.modules:
-        _install_ssl(sys.modules["_ssl"])
-    else:
-        _hook = _PatchOnImport()
-        sys.meta_path.insert(0, _hook)
+    _onimport.when_imported("_ssl", _install_ssl)

@@ -19,11 +19,12 @@ in every replay.
 - The import system's module locks run unrecorded: imports are internal work.
 """
 import functools
+import itertools
 import _queue
 import _thread
 import sys
 
-from . import _engine
+from . import _engine, _onimport
 
 # How long replay waits for a lock that the recording acquired but that is
 # still held: a thread that ended releases its state lock from C, slightly
@@ -126,11 +127,6 @@ def _patch_simple_queue():
             f"_queue.SimpleQueue.{name}", sq.__dict__[name], ordered=True))
     get_nowait = sq.__dict__["get_nowait"]
     for name in ("get", "get_nowait"):
-        orig = sq.__dict__[name]
-
-        def record(queue, *args, _orig=orig, **kwargs):
-            return None, _orig(queue, *args, **kwargs)
-
         def replay(recorded, queue, *args, _name=name, **kwargs):
             try:
                 return get_nowait(queue)
@@ -139,8 +135,10 @@ def _patch_simple_queue():
                     "the recording got an item from this queue here, but in replay it is empty",
                     f"_queue.SimpleQueue.{_name} -> an item", "an empty queue")
 
+        # C to C: no Python frame between the dequeue and its event, where
+        # another thread's get could come first
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
-            f"_queue.SimpleQueue.{name}", record, replay=replay, split=True))
+            f"_queue.SimpleQueue.{name}", sq.__dict__[name], replay=replay, outcome_only=True))
 
 
 def _patch_joins(replaced):
@@ -180,14 +178,12 @@ def _shield_module_locks():
         setattr(module_lock, name, unrecorded)
 
 
-def _stable_thread_hash():
-    """Thread objects hash by address, which differs in replay: a set of
-    threads (ThreadPoolExecutor joins its workers from one) would be joined
-    in another order, waiting on a thread the recording waited on later.
-    Hash them by the order in which they were first hashed instead; equality
-    stays identity."""
-    import itertools
-    import threading
+def _stable_hash(cls):
+    """Threads and futures hash by address, which differs in replay: a set of
+    them (ThreadPoolExecutor joins its workers from one, as_completed yields
+    the finished futures of one) would be walked in another order. Hash them
+    by the order in which they were first hashed instead; equality stays
+    identity."""
     numbers = itertools.count()
 
     def __hash__(self):
@@ -196,14 +192,27 @@ def _stable_thread_hash():
         except KeyError:
             return self.__dict__.setdefault("_retrace_hash", next(numbers))
 
-    threading.Thread.__hash__ = __hash__
+    cls.__hash__ = __hash__
+
+
+def _stable_futures(base):
+    """concurrent.futures: futures hash stably, and wait()/as_completed() lock
+    them in that order instead of by address (any fixed order avoids
+    deadlocks; this one is the same in replay)."""
+    _stable_hash(base.Future)
+
+    def __init__(self, futures):
+        self.futures = sorted(futures, key=hash)
+
+    base._AcquireFutures.__init__ = __init__
 
 
 def install(replaced):
     """Patch threads, locks and queues; `replaced` maps id(original) to
     (original, replacement) for _patch's reference rewriting."""
     _shield_module_locks()
-    _stable_thread_hash()
+    _onimport.when_imported("threading", lambda module: _stable_hash(module.Thread))
+    _onimport.when_imported("concurrent.futures._base", _stable_futures)
     _thread_starters(replaced)
     _patch_lock_type(_thread.LockType, "_thread.lock",
                      ("acquire", "acquire_lock", "__enter__"),
