@@ -31,12 +31,9 @@ in replay; each method is the same Boundary in both.  `_ssl` is patched when
 the program first imports it (loading OpenSSL costs milliseconds).
 
 A socket's finalizer runs with the boundary off: the cyclic GC runs it at
-times replay cannot match.  Calls whose recorded part differs from what they
-return (split events) go straight to the original when nothing is recorded
-or replayed (the recording is over, or the boundary is off for the thread).
+times replay cannot match.
 """
 import os
-import sys
 import weakref
 
 import _socket
