@@ -224,7 +224,20 @@ urllib.request.urlopen(urllib.request.Request(f"{base}/p", data=b"posted", metho
 """,
 }
 SERVER_CLIENTS["net_wsgi_server"] = SERVER_CLIENTS["net_http_server"]
-SERVED = {"net_server": 3, "net_http_server": 3, "net_wsgi_server": 3}
+# six requests at once, from six threads of the client process
+SERVER_CLIENTS["net_threaded_server"] = """
+import sys, threading, urllib.request
+port = int(sys.argv[1])
+def get(n):
+    urllib.request.urlopen(f"http://127.0.0.1:{port}/r{n}", timeout=10).read()
+clients = [threading.Thread(target=get, args=(n,)) for n in range(6)]
+for c in clients:
+    c.start()
+for c in clients:
+    c.join()
+"""
+SERVED = {"net_server": 3, "net_http_server": 3, "net_wsgi_server": 3,
+          "net_threaded_server": 6}
 
 
 def record_server(world, name, server_args=(), client_args=()):
@@ -250,11 +263,15 @@ def record_server(world, name, server_args=(), client_args=()):
     return Run(cmd, proc.returncode, first + out, err, 0, trace)
 
 
-@pytest.mark.parametrize("name", ["net_server", "net_http_server", "net_wsgi_server"])
+@pytest.mark.parametrize("name", ["net_server", "net_http_server", "net_wsgi_server",
+                                  "net_threaded_server"])
 def test_server_replays_without_clients(world, name):
     rec = record_server(world, name)
     assert rec.code == 0, rec.describe()
-    if name == "net_server":
+    if name == "net_threaded_server":
+        assert rec.out.count(b"served /r") == 6, rec.describe()
+        assert rec.err.count(b'"GET /r') == 6, rec.describe()   # http.server's log lines
+    elif name == "net_server":
         assert rec.out.count(b" sent: ") >= 3 and b"served: 3" in rec.out, rec.describe()
     elif name == "net_wsgi_server":
         assert b"app: POST /p b'posted' -> " in rec.out, rec.describe()

@@ -34,10 +34,8 @@ PARALLEL = int(os.environ.get("RETRACE_STRESS_PARALLEL", "2"))
 
 # Every stress program, each of whose recordings prints something else.
 PROGRAMS = ["threads_queue", "threads_pool", "threads_counter", "threads_pingpong",
-            "threads_timer", "threads_sync", "threads_rlock", "threads_logging"]
-
-# Known engine bugs the suite finds (see the report of the thread stress suite):
-# the test is expected to fail until the engine is fixed.
+            "threads_timer", "threads_sync", "threads_rlock", "threads_logging",
+            "threads_simplequeue", "threads_http"]
 
 
 # --------------------------------------------------------------------------
@@ -127,8 +125,11 @@ SIMPLEQUEUE_HANDOFF = pytest.mark.xfail(
     reason="3.13 SimpleQueue handoff: get order is not recorded (replay diverges)")
 
 
+SIMPLEQUEUE_PROGRAMS = ("threads_pool", "threads_simplequeue", "threads_http")
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=SIMPLEQUEUE_HANDOFF)
-                                  if n == "threads_pool" else n for n in PROGRAMS])
+                                  if n in SIMPLEQUEUE_PROGRAMS else n for n in PROGRAMS])
 def test_stress_replays_exactly(world, name):
     case, runs = stress(world, name)
     for i, (rec, replays) in enumerate(runs, 1):
@@ -145,6 +146,7 @@ def _completion_order(out):
             if line.startswith(("completed:", "failed:"))]
 
 
+@SIMPLEQUEUE_HANDOFF
 def test_pool_completion_order_varies(world):
     """The same tasks complete in different orders from one recording to the
     next, and each replay keeps its recording's order."""
@@ -189,3 +191,25 @@ def test_data_race_replays_identically_or_diverges(world):
             assert_same_lines(rec, replays, f"threads_race: recording {i}")
     # The race is real: updates were lost in at least one recording.
     assert min(totals) < RACE_TOTAL, f"no update was lost in {len(totals)} recordings: {totals}"
+
+
+# --------------------------------------------------------------------------
+# Threads Retrace does not see start
+
+
+def test_thread_started_from_c_diverges_cleanly(world):
+    """A thread started by pthread_create (through ctypes), not by _thread, is
+    numbered at its first event in recording; replay does not know it was
+    started. It must replay identically or stop with a divergence that names
+    the threads, printing only what the recording printed: never a hang,
+    never other output."""
+    case = world._script("threads_from_c")
+    rec = case.record()
+    assert rec.code == 0, rec.describe()
+    assert b"c thread: tick 2" in rec.out, rec.describe()
+    replayed = world.replay(rec.trace)
+    if replayed.code != 3:
+        assert_same_run(rec, replayed)
+        return
+    assert re.search(rb"retrace: replay diverged .*thread \d+", replayed.err), replayed.describe()
+    assert_prefix(replayed.out, rec.out)

@@ -18,9 +18,12 @@ def worker(name):
         mine.append(item)
         if item % 97 == 0:
             try:
-                mine.append(items.get_nowait())
+                extra = items.get_nowait()
             except queue.Empty:
-                pass
+                continue
+            if extra is None:
+                break
+            mine.append(extra)
     with lock:
         got[name] = mine
 
@@ -37,6 +40,6 @@ for _ in threads:
 for t in threads:
     t.join()
 for name in sorted(got):
-    mine = [x for x in got[name] if x is not None]
+    mine = got[name]
     print(f"{name}: {len(mine)} items, sum {sum(mine)}, first {mine[:3]}")
 print(f"total: {sum(len(v) for v in got.values())}")
