@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TESTS, assert_prefix, assert_same_run
+from conftest import TESTS, assert_prefix, assert_same_run, retrace_cmd, run
 
 STRESS_COUNT = int(os.environ.get("RETRACE_STRESS_COUNT", "5"))
 TRACER_DIR = TESTS / "tracer"
@@ -100,16 +100,23 @@ def assert_same_lines(rec, replays, what):
     assert len({name for name, _ in e1}) > 1, f"{what}: the tracer saw only one thread"
     assert d1 == d2 and e1 == e2, (
         f"{what}: the two replays executed different line events\n" + first_difference(e1, e2))
+    return d1
 
 
-def assert_varies(name, runs):
-    """The recordings do not all print the same thing: scheduling shows."""
+def assert_varies(name, runs, digests=()):
+    """The recordings do not all print the same thing, and their replays do
+    not all interleave the threads' lines alike: scheduling shows, and the
+    line tracer sees it."""
     if len(runs) < 3:
         return
     outputs = collections.Counter((rec.out, rec.err) for rec, _ in runs)
     assert len(outputs) > 1, (
         f"all {len(runs)} recordings of {name} printed the same output: the program does "
         "not exercise scheduling\n" + runs[0][0].describe())
+    if digests:
+        assert len(set(digests)) > 1, (
+            f"the replays of all {len(runs)} recordings of {name} executed the same line "
+            "events: the line tracer does not see the interleaving")
 
 
 # --------------------------------------------------------------------------
@@ -126,19 +133,34 @@ SIMPLEQUEUE_HANDOFF = pytest.mark.xfail(
 
 
 SIMPLEQUEUE_PROGRAMS = ("threads_pool", "threads_simplequeue", "threads_http")
+# threads_simplequeue diverges in a worker thread on 3.13, and a divergence in
+# a thread other than the main one takes the demultiplexer's 30 s turn timeout
+# to be reported (thread.end raises again, so the thread never leaves the
+# demultiplexer): not run there, it would take minutes.
+SIMPLEQUEUE_NOT_RUN = pytest.mark.xfail(
+    sys.version_info >= (3, 13), run=False,
+    reason="3.13 SimpleQueue handoff; each diverging replay takes 30 s")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=SIMPLEQUEUE_HANDOFF)
-                                  if n in SIMPLEQUEUE_PROGRAMS else n for n in PROGRAMS])
+def _stress_param(name):
+    if name == "threads_simplequeue":
+        return pytest.param(name, marks=SIMPLEQUEUE_NOT_RUN)
+    if name in SIMPLEQUEUE_PROGRAMS:
+        return pytest.param(name, marks=SIMPLEQUEUE_HANDOFF)
+    return name
+
+
+@pytest.mark.parametrize("name", [_stress_param(n) for n in PROGRAMS])
 def test_stress_replays_exactly(world, name):
     case, runs = stress(world, name)
+    digests = []
     for i, (rec, replays) in enumerate(runs, 1):
         assert rec.code == 0, f"{name}: recording {i} failed\n" + rec.describe()
         assert b"retrace:" not in rec.err, rec.describe()
         for attempt, replayed in enumerate(replays, 1):
             assert_same_run(rec, replayed, f"{name}: recording {i}, replay {attempt}")
-        assert_same_lines(rec, replays, f"{name}: recording {i}")
-    assert_varies(name, runs)
+        digests.append(assert_same_lines(rec, replays, f"{name}: recording {i}"))
+    assert_varies(name, runs, digests)
 
 
 def _completion_order(out):
@@ -213,3 +235,23 @@ def test_thread_started_from_c_diverges_cleanly(world):
         return
     assert re.search(rb"retrace: replay diverged .*thread \d+", replayed.err), replayed.describe()
     assert_prefix(replayed.out, rec.out)
+
+
+@pytest.mark.xfail(run=False, reason="a divergence in a thread other than the main one is "
+                   "reported only after the demultiplexer's 30 s turn timeout")
+def test_divergence_in_a_thread_is_reported_at_once(world):
+    """A replay whose worker thread makes another call than the recording did
+    (its code changed) stops at once with the divergence, exit status 3."""
+    case = world._script("threads_counter")
+    rec = case.record()
+    assert rec.code == 0, rec.describe()
+    program = Path(case.target[0])
+    source = program.read_text()
+    changed = source.replace("        time.sleep(random.random() / 200)\n",
+                             "        time.time()\n", 1)
+    assert changed != source
+    program.write_text(changed)
+    replayed = run(retrace_cmd("replay", rec.trace), cwd=world.work, env=world.replay_env(),
+                   timeout=10)
+    assert replayed.code == 3, replayed.describe()
+    assert re.search(rb"expected: time\.sleep \(thread [1-9]", replayed.err), replayed.describe()
