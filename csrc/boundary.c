@@ -165,6 +165,7 @@ diverge(const char *reason, PyObject *expected, PyObject *expected_tid, PyObject
             t->disabled--;
         if (!g_divergence_exc)
             return NULL;
+        rt_demux_abort();
     }
     PyErr_SetObject((PyObject *)Py_TYPE(g_divergence_exc), g_divergence_exc);
     return NULL;
@@ -393,6 +394,10 @@ is_output_record(const uint8_t *rec, size_t len)
 static int
 fetch_pending(void)
 {
+    if (!g_reader) {
+        PyErr_SetString(PyExc_RuntimeError, "the replay is over");
+        return -1;
+    }
     while (!g_pending) {
         const uint8_t *rec;
         size_t len;

@@ -25,6 +25,7 @@ static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
 static uint64_t g_baton;        /* the thread allowed to run */
 static uint64_t g_progress;     /* events consumed: proof that someone runs */
+static int g_aborted;           /* the replay diverged: nobody waits for a turn any more */
 static uint64_t *g_live;        /* live thread numbers, unordered */
 static size_t g_nlive, g_caplive;
 
@@ -44,6 +45,7 @@ rt_demux_start(void)
     g_baton = 0;
     g_progress = 0;
     g_nlive = 0;
+    g_aborted = 0;
     pthread_mutex_unlock(&g_mu);
     rt_demux_add(0);
 }
@@ -93,6 +95,15 @@ rt_demux_progress(void)
     pthread_mutex_unlock(&g_mu);
 }
 
+void
+rt_demux_abort(void)
+{
+    pthread_mutex_lock(&g_mu);
+    g_aborted = 1;
+    pthread_cond_broadcast(&g_cv);
+    pthread_mutex_unlock(&g_mu);
+}
+
 int
 rt_demux_turn(uint64_t me, uint64_t owner, char *err, size_t errlen)
 {
@@ -113,6 +124,11 @@ rt_demux_turn(uint64_t me, uint64_t owner, char *err, size_t errlen)
     uint64_t seen = g_progress;
     time_t idle_since = time(NULL);
     while (g_baton != me) {
+        if (g_aborted) {
+            snprintf(err, errlen, "replay already diverged");
+            rc = -1;
+            break;
+        }
         if (!is_live(g_baton)) {
             snprintf(err, errlen,
                      "thread %llu waits for its turn, but the recording continues with "

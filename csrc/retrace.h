@@ -151,6 +151,9 @@ int rt_demux_add(uint64_t tid);
 void rt_demux_remove(uint64_t tid, uint64_t next);
 /* An event was consumed (the replay makes progress). */
 void rt_demux_progress(void);
+/* The replay diverged: every thread waiting for its turn wakes up, and no
+ * thread waits again (each raises the divergence instead). */
+void rt_demux_abort(void);
 /* The next record belongs to `owner`. Returns 1 when `me` holds the baton and
  * owns the record (go on); otherwise hands the baton on if `me` held it, waits
  * without the GIL until it comes back and returns 0 (look at the next record

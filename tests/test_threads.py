@@ -133,18 +133,9 @@ SIMPLEQUEUE_HANDOFF = pytest.mark.xfail(
 
 
 SIMPLEQUEUE_PROGRAMS = ("threads_pool", "threads_simplequeue", "threads_http")
-# threads_simplequeue diverges in a worker thread on 3.13, and a divergence in
-# a thread other than the main one takes the demultiplexer's 30 s turn timeout
-# to be reported (thread.end raises again, so the thread never leaves the
-# demultiplexer): not run there, it would take minutes.
-SIMPLEQUEUE_NOT_RUN = pytest.mark.xfail(
-    sys.version_info >= (3, 13), run=False,
-    reason="3.13 SimpleQueue handoff; each diverging replay takes 30 s")
 
 
 def _stress_param(name):
-    if name == "threads_simplequeue":
-        return pytest.param(name, marks=SIMPLEQUEUE_NOT_RUN)
     if name in SIMPLEQUEUE_PROGRAMS:
         return pytest.param(name, marks=SIMPLEQUEUE_HANDOFF)
     return name
@@ -237,8 +228,6 @@ def test_thread_started_from_c_diverges_cleanly(world):
     assert_prefix(replayed.out, rec.out)
 
 
-@pytest.mark.xfail(run=False, reason="a divergence in a thread other than the main one is "
-                   "reported only after the demultiplexer's 30 s turn timeout")
 def test_divergence_in_a_thread_is_reported_at_once(world):
     """A replay whose worker thread makes another call than the recording did
     (its code changed) stops at once with the divergence, exit status 3."""

@@ -250,10 +250,9 @@ def _same_frame(replayed, recorded):
 
 
 def verdict(status, text):
-    _engine.stop()
-    sys.stdout.flush()
-    sys.stderr.write(f"retrace check: {text}\n")
-    sys.stderr.flush()
+    _engine.suspend()      # other threads may still be replaying: the trace stays open
+    flush_io()
+    _session.say(f"retrace check: {text}\n")
     _session.real_exit(status)
 
 

@@ -192,12 +192,19 @@ def report_divergence(exc):
     """Print a ReplayDivergence (or its text) and leave with status 3.
 
     What the program's streams still buffer was never checked against the
-    recording: it is dropped, so a replay only ever shows recorded output."""
-    _engine.stop()
-    message = f"retrace: {exc}\n".encode(errors="backslashreplace")
+    recording: it is dropped, so a replay only ever shows recorded output.
+    The trace stays open until the process exits: other threads may still be
+    raising the divergence."""
+    _engine.suspend()
+    say(f"retrace: {exc}\n")
+    real_exit(EXIT_DIVERGED)
+
+
+def say(text):
+    """Write Retrace's own message to fd 2, past the program's stderr buffer."""
+    message = text.encode(errors="backslashreplace")
     while message:
         message = message[os.write(2, message):]
-    real_exit(EXIT_DIVERGED)
 
 
 def exit_now(status):

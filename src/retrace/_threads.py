@@ -39,12 +39,14 @@ def _number_and_start(start, function, args, kwargs):
 
 def _thread_main(tid, function, args, kwargs):
     _engine.enter_thread(tid)
-    _begin()
     try:
+        _begin()
         return function(*args, **kwargs)
     finally:
-        _end()
-        _engine.leave_thread()
+        try:
+            _end()
+        finally:
+            _engine.leave_thread()
 
 
 _begin = _engine.Boundary("thread.begin", lambda: None)
