@@ -436,7 +436,7 @@ describe_pending(PyObject **name, PyObject **tid)
     *name = NULL;
     *tid = NULL;
     if (!g_pending) {
-        int64_t cut = rt_reader_truncated(g_reader);
+        int64_t cut = g_reader ? rt_reader_truncated(g_reader) : -1;
         *name = cut >= 0
             ? PyUnicode_FromFormat("<end of recording: the trace was cut short at offset %lld>",
                                    (long long)cut)
