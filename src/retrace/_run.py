@@ -24,8 +24,8 @@ EXIT_DIVERGED = _session.EXIT_DIVERGED
 
 
 def fail(message, status=EXIT_ERROR):
-    sys.stderr.write(f"retrace: error: {message}\n")
-    sys.stderr.flush()
+    _engine.suspend()      # the message is Retrace's, not the program's output
+    _session.say(f"retrace: error: {message}\n")
     _session.real_exit(status)
 
 
