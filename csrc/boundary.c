@@ -171,6 +171,18 @@ diverge(const char *reason, PyObject *expected, PyObject *expected_tid, PyObject
     return NULL;
 }
 
+/* A split func's result must be (recorded, returned): else res is released
+ * and -1 returned with SystemError set. */
+static int
+check_split(Boundary *self, PyObject *res)
+{
+    if (PyTuple_Check(res) && PyTuple_GET_SIZE(res) == 2)
+        return 0;
+    Py_DECREF(res);
+    PyErr_Format(PyExc_SystemError, "split boundary %U must return a 2-tuple", self->name);
+    return -1;
+}
+
 /* The call with the boundary off: the real thing (of a split function, the
  * part it returns to the caller). */
 static PyObject *
@@ -178,11 +190,8 @@ call_through(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwn
 {
     PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
     if (res && self->split) {
-        if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
-            Py_DECREF(res);
-            PyErr_Format(PyExc_SystemError, "split boundary %U must return a 2-tuple", self->name);
+        if (check_split(self, res) < 0)
             return NULL;
-        }
         Py_SETREF(res, Py_NewRef(PyTuple_GET_ITEM(res, 1)));
     }
     return res;
@@ -308,10 +317,8 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
     PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
     PyObject *recorded = res && self->outcome_only ? Py_None : res;
     if (res && self->split) {
-        if (!PyTuple_Check(res) || PyTuple_GET_SIZE(res) != 2) {
+        if (check_split(self, res) < 0) {
             t->disabled--;
-            Py_DECREF(res);
-            PyErr_Format(PyExc_SystemError, "split boundary %U must return a 2-tuple", self->name);
             return NULL;
         }
         recorded = PyTuple_GET_ITEM(res, 0);
