@@ -474,3 +474,15 @@ def hook_installed(world):
 def installed_hook(world):
     with hook_installed(world) as added:
         yield added
+
+
+@pytest.fixture
+def pg_cluster():
+    """A throwaway PostgreSQL server of this test's own (tests/postgres.py);
+    the test may stop it (replay must not need it)."""
+    from postgres import Cluster
+    cluster = Cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
