@@ -44,7 +44,7 @@ CATALOGUE = [("MUG-01", "Mug", 1250), ("TEE-02", "T-shirt", 2400),
              ("CAP-03", "Cap", 1800), ("GIFT-00", "Gift card (legacy)", None)]
 
 logging.basicConfig(level=logging.INFO,
-                    format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                    format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("shop")
 app = Flask("flask_demo")
 

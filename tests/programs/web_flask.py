@@ -1,6 +1,7 @@
 """A Flask service with no database, for the framework tests: notes kept in
-memory under a lock, an outbound HTTP call with requests, and a route that
-crashes on rare data (a note whose tags are None).
+memory under a lock (each gunicorn worker has its own), an outbound HTTP
+call with requests, and a route that crashes on rare data (a note posted
+with its tags None).
 
     web_flask.py PORT PEER_URL        werkzeug's threaded server; SIGTERM stops it
     gunicorn web_flask:app            (PEER_URL from $WEB_PEER_URL)
@@ -20,7 +21,8 @@ from flask import Flask, abort, jsonify, request
 
 PEER_URL = os.environ.get("WEB_PEER_URL", "")
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+logging.basicConfig(level=logging.INFO,
+                    format="%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
 log = logging.getLogger("notes")
 app = Flask("web_flask")
 notes = {}
@@ -43,10 +45,10 @@ def health():
 @app.post("/notes")
 def add_note():
     data = request.get_json()
+    tags = sorted(tag.lower() for tag in data["tags"])     # rare data: tags is None
     with notes_lock:
         note_id = len(notes) + 1
-        notes[note_id] = {"text": data["text"], "tags": data.get("tags"),
-                          "at": time.strftime("%H:%M:%S")}
+        notes[note_id] = {"text": data["text"], "tags": tags, "at": time.strftime("%H:%M:%S")}
     return jsonify(id=note_id), 201
 
 
@@ -56,8 +58,7 @@ def show_note(note_id):
         note = notes.get(note_id)
     if note is None:
         abort(404)
-    tags = ",".join(tag.lower() for tag in note["tags"])    # rare data: tags is None
-    return jsonify(text=note["text"], tags=tags, at=note["at"])
+    return jsonify(note)
 
 
 @app.get("/quote")

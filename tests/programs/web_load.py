@@ -5,8 +5,8 @@ notes service a burst of requests, four at a time.
     web_load.py URL PEER_PORT NOTES [STOP_PID]
 
 Prints one line per answer, "METHOD PATH -> STATUS BODY", in the order the
-requests were made. One note in NOTES is stored without tags: reading it
-back crashes the service (a 500). With STOP_PID, sends it SIGTERM at the end.
+requests were made. One of the NOTES notes is posted with its tags None:
+the service crashes on it (a 500). With STOP_PID, sends it SIGTERM at the end.
 """
 import http.server
 import json
