@@ -1,7 +1,7 @@
 """Send a burst of requests to the demo shop (flask_demo.py or django_demo),
 from a separate process, the way production traffic would arrive.
 
-    python examples/load.py [--url http://127.0.0.1:5000] [--orders 20]
+    python examples/load.py [--url http://127.0.0.1:5000] [--orders 12]
                             [--rates-port 5001] [--stop]
 
 It also serves the exchange-rate service that the shop calls for invoices in
@@ -74,7 +74,7 @@ def wait_until_up(base, seconds=60):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:5000")
-    parser.add_argument("--orders", type=int, default=20)
+    parser.add_argument("--orders", type=int, default=12)
     parser.add_argument("--rates-port", type=int, default=5001)
     parser.add_argument("--stop", action="store_true")
     parser.add_argument("--stop-pid", type=int)
