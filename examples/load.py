@@ -12,7 +12,9 @@ answer is printed as one line, as it arrives: "METHOD PATH -> STATUS BODY"
 (the body if it is JSON, else its content type).
 
 --stop sends SIGTERM to the server process named by /health once all
-answers are in; --stop-pid PID sends it to PID instead (gunicorn's master).
+answers are in; --stop-pid PID sends it to PID instead (gunicorn's master);
+--stop-signal INT sends SIGINT (Ctrl-C: Django's runserver stops on it and
+dies from SIGTERM).
 """
 import argparse
 import http.server
@@ -55,7 +57,8 @@ def call(base, method, path, payload=None):
     except urllib.error.HTTPError as error:
         status, body, kind = error.code, error.read(), error.headers.get_content_type()
     text = body.decode(errors="replace").strip() if kind == "application/json" else kind
-    print(f"{method} {path} -> {status} {text}", flush=True)
+    sys.stdout.write(f"{method} {path} -> {status} {text}\n")    # one write: threads print too
+    sys.stdout.flush()
     return status, text
 
 
@@ -78,6 +81,7 @@ def main():
     parser.add_argument("--rates-port", type=int, default=5001)
     parser.add_argument("--stop", action="store_true")
     parser.add_argument("--stop-pid", type=int)
+    parser.add_argument("--stop-signal", choices=["TERM", "INT"], default="TERM")
     args = parser.parse_args()
 
     rates = http.server.ThreadingHTTPServer(("127.0.0.1", args.rates_port), Rates)
@@ -98,7 +102,7 @@ def main():
             future.result()
     rates.shutdown()
     if args.stop or args.stop_pid:
-        os.kill(args.stop_pid or server_pid, signal.SIGTERM)
+        os.kill(args.stop_pid or server_pid, signal.Signals["SIG" + args.stop_signal])
 
 
 if __name__ == "__main__":
