@@ -50,6 +50,7 @@ typedef struct {
     int disabled;        /* > 0: calls pass through unrecorded */
     uint64_t tid;        /* thread number in the trace */
     int has_tid;
+    uint64_t last_event; /* index of this thread's latest CALL record */
     rt_buf scratch;      /* the record being encoded */
 } rt_thread;
 
@@ -252,7 +253,7 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
         rc = rt_encode(b, result ? result : exc);
     if (rc == 0) {
         append_scratch(t);
-        g_event_index++;
+        t->last_event = g_event_index++;
     }
     if (exc)
         restore_exception(exc);
@@ -643,7 +644,7 @@ replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t narg
     if (!value)
         return NULL;
     g_pending = NULL;
-    g_event_index++;
+    t->last_event = g_event_index++;
     rt_demux_progress();
     if (self->ordered) {
         Py_DECREF(value);
@@ -1070,6 +1071,18 @@ event_index(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     return PyLong_FromUnsignedLongLong(g_event_index);
 }
 
+/* The index of the calling thread's latest event: the same number in
+ * recording and replay, so it names an ordered call (a queue put) from
+ * inside it without racing other threads. */
+static PyObject *
+thread_event_index(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(t->last_event);
+}
+
 static PyObject *
 suspend(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
@@ -1270,6 +1283,8 @@ static PyMethodDef boundary_methods[] = {
     {"mode", mode, METH_NOARGS, "'off', 'record' or 'replay'"},
     {"active", active, METH_NOARGS, "whether this thread's calls cross the boundary now"},
     {"event_index", event_index, METH_NOARGS, "calls recorded or replayed so far"},
+    {"thread_event_index", thread_event_index, METH_NOARGS,
+     "index of the calling thread's latest call record"},
     {"suspend", suspend, METH_NOARGS, "switch the boundary off for this thread (nests)"},
     {"resume", resume, METH_NOARGS, "undo one suspend()"},
     {"set_divergence_factory", set_divergence_factory, METH_O,
