@@ -12,7 +12,7 @@ database and its peers away, and replay the crash offline.
 4. `retrace replay recordings/flask.retrace` runs the server again from the
    recording alone: the same log, line for line, with the same traceback.
 
-With RETRACE_DEMO_DSN (a PostgreSQL DSN) set, the shop runs on PostgreSQL
+With DATABASE_URL (postgresql://...) set, the shop runs on PostgreSQL
 instead of SQLite; stop the server (database) before step 4 to see that
 replay does not need it.
 """
@@ -122,7 +122,7 @@ def main():
     finally:
         if installed_here:
             retrace("uninstall")
-    if not os.environ.get("RETRACE_DEMO_DSN"):
+    if not os.environ.get("DATABASE_URL"):
         os.remove(DATABASE)
         say(f"deleted {os.path.relpath(DATABASE, REPO)}: the database is gone")
     replay(recorded)

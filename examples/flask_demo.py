@@ -9,8 +9,10 @@ Routes:
     GET  /orders/<id>/invoice      the order priced, in ?currency=EUR (the rate
                                    comes from an exchange-rate service over HTTP)
 
-The database is SQLite (recordings/shop.sqlite3) unless RETRACE_DEMO_DSN or
-DATABASE_URL names a PostgreSQL server, reached through psycopg2. The schema
+The database is SQLite (recordings/shop.sqlite3) unless DATABASE_URL names a
+PostgreSQL server (postgresql://... or key=value), reached through psycopg2.
+(Not a *_DSN variable: a recording redacts variables whose names look like
+secrets, and the replay would see "<redacted by retrace>" in it.) The schema
 and a catalogue are created at startup if missing. The catalogue holds one
 legacy product whose price is NULL: invoicing an order of it fails with a
 TypeError, which Flask logs with its traceback and answers with a 500.
@@ -37,7 +39,7 @@ from flask import Flask, abort, g, jsonify, request
 HERE = os.path.dirname(os.path.abspath(__file__))
 SQLITE_PATH = os.environ.get("RETRACE_DEMO_SQLITE",
                              os.path.join(os.path.dirname(HERE), "recordings", "shop.sqlite3"))
-DSN = os.environ.get("RETRACE_DEMO_DSN") or os.environ.get("DATABASE_URL")
+DSN = os.environ.get("DATABASE_URL")
 RATES_URL = os.environ.get("RETRACE_DEMO_RATES_URL", "http://127.0.0.1:5001/rates")
 
 CATALOGUE = [("MUG-01", "Mug", 1250), ("TEE-02", "T-shirt", 2400),

@@ -14,10 +14,9 @@ Replays run without any network where `unshare -n` works.
 """
 import pytest
 
-from conftest import PY, REPO, assert_same_run, retrace_cmd, run, unshare_net_works
-from web_servers import (assert_answers_logged, assert_same_output, free_port, gunicorn,
-                         hook_env, load, of_process, pids, serving, traceback_of,
-                         wait_for_children)
+from conftest import PY, REPO, retrace_cmd, run
+from web_servers import (free_port, gunicorn, record_under_load, replay_everywhere,
+                         replay_forked_server, traceback_of, wait_for_children)
 
 DEMO = REPO / "examples" / "flask_demo.py"
 DEMO_LOAD = REPO / "examples" / "load.py"
@@ -25,35 +24,20 @@ NOTES_CRASH = b"TypeError: 'NoneType' object is not iterable"
 DEMO_CRASH = b"TypeError: unsupported operand type(s) for *: 'NoneType' and 'int'"
 
 
-def replay_everywhere(world, rec, *args):
-    """Replay twice, then without network: each exactly like the recording."""
-    for attempt in (1, 2):
-        assert_same_run(rec, world.retrace("replay", rec.trace, *args), f"replay {attempt}")
-    if unshare_net_works():
-        assert_same_run(rec, world.retrace("replay", rec.trace, *args, prefix=["unshare", "-n"]),
-                        "replay without network")
-
-
-def record_notes_server(world, cmd, cwd, **env):
-    """Record a web_flask server under load; returns (server Run, load Run)."""
+def record_notes(world, cmd, cwd):
+    """Record a web_flask server under web_load.py's requests; it stops the
+    server with SIGTERM."""
     port, peer_port = free_port(), free_port()
-    trace = world.new_trace("notes")
-    env = hook_env(world, trace, WEB_PEER_URL=f"http://127.0.0.1:{peer_port}/quote", **env)
-    cmd = [c.format(port=port, peer=f"http://127.0.0.1:{peer_port}/quote") for c in map(str, cmd)]
-    with serving(cmd, cwd=cwd, env=env, root=world.root) as server:
-        answers = load(world.programs / "web_load.py", f"http://127.0.0.1:{port}", peer_port,
-                       12, server.pid, cwd=world.work, env=world.record_env())
-        rec = server.finish()
-    rec.trace = trace
-    assert rec.code == 0, rec.describe()
-    assert trace.exists(), "the hook made no recording\n" + rec.describe()
-    assert_answers_logged(answers.out, rec.err)
-    return rec, answers
+    peer = f"http://127.0.0.1:{peer_port}/quote"
+    cmd = [str(c).format(port=port, peer=peer) for c in cmd]
+    return record_under_load(world, "notes", cmd, cwd=cwd, env={"WEB_PEER_URL": peer},
+                             load_cmd=[world.programs / "web_load.py", f"http://127.0.0.1:{port}",
+                                       peer_port, 12, "{pid}"])
 
 
 def test_werkzeug_threaded_server(world, installed_hook):
-    rec, answers = record_notes_server(
-        world, [PY, world.programs / "web_flask.py", "{port}", "{peer}"], world.work)
+    rec, answers = record_notes(world, [PY, world.programs / "web_flask.py", "{port}", "{peer}"],
+                                world.work)
     assert traceback_of(rec.err, NOTES_CRASH), rec.describe()
     assert b"-> 500 text/html" in answers.out, answers.describe()
     assert b'/quote?n=2 -> 200 {"peer":{"path":"/quote?n=2","quote":' in rec.err, rec.describe()
@@ -65,37 +49,10 @@ def test_gunicorn_sync_workers(world, installed_hook):
     """The master forks two workers; each process has its own trace, and each
     replays: the master alone, a worker from the master's trace up to its fork
     and then its own."""
-    rec, _ = record_notes_server(
-        world, [PY, gunicorn(), "--no-control-socket", "--workers", "2",
-                "--bind", "127.0.0.1:{port}", "web_flask:app"], world.programs)
-    master = [p for p in pids(rec.err)
-              if b"Starting gunicorn" in of_process(rec.err, p)]
-    assert len(master) == 1, rec.describe()
-    master = master[0]
-    children = wait_for_children(rec.trace, 2)
-    workers = sorted(set(pids(rec.err)) - {master})
-    assert sorted(children) == workers, (children, rec.describe())
-    crashed = [w for w in workers if traceback_of(of_process(rec.err, w), NOTES_CRASH)]
-    assert len(crashed) == 1, rec.describe()
-
-    replay = world.replay(rec.trace)
-    assert replay.code == 0, replay.describe()
-    assert_same_output(of_process(rec.err, master), replay.err, "the master's replayed log")
-    for worker in workers:
-        for attempt in (1, 2):
-            replay = world.retrace("replay", rec.trace, "--pid", worker)
-            assert replay.code == 0, replay.describe()
-            assert_same_output(of_process(rec.err, worker), of_process(replay.err, worker),
-                               f"worker {worker}'s replayed log")
-            before_fork = of_process(replay.err, master)
-            assert before_fork and of_process(rec.err, master).startswith(before_fork), \
-                replay.describe()
-    replay = world.replay(children[crashed[0]])
-    assert traceback_of(replay.err, NOTES_CRASH) == traceback_of(rec.err, NOTES_CRASH)
-    if unshare_net_works():
-        offline = world.retrace("replay", rec.trace, "--pid", crashed[0],
-                                prefix=["unshare", "-n"])
-        assert offline.err == replay.err, offline.describe()
+    rec, _ = record_notes(world, [PY, gunicorn(), "--no-control-socket", "--workers", "2",
+                                  "--bind", "127.0.0.1:{port}", "web_flask:app"], world.programs)
+    workers = replay_forked_server(world, rec, b"Starting gunicorn", NOTES_CRASH)
+    assert len(workers) == 2
 
 
 def test_fork_handlers_are_not_events(world):
@@ -132,19 +89,14 @@ DB_PENDING = pytest.mark.xfail(
 
 def record_demo(world, **env):
     port, rates_port = free_port(), free_port()
-    trace = world.new_trace("flask_demo")
-    env = hook_env(world, trace, RETRACE_DEMO_SQLITE=world.root / "shop.sqlite3",
-                   RETRACE_DEMO_RATES_URL=f"http://127.0.0.1:{rates_port}/rates", **env)
-    with serving([PY, DEMO, "--port", port], cwd=world.work, env=env, root=world.root) as server:
-        answers = load(DEMO_LOAD, "--url", f"http://127.0.0.1:{port}", "--rates-port",
-                       rates_port, "--orders", 12, "--stop", cwd=world.work,
-                       env=world.record_env())
-        rec = server.finish()
-    rec.trace = trace
-    assert rec.code == 0, rec.describe()
-    assert_answers_logged(answers.out, rec.err)
+    env = {"RETRACE_DEMO_SQLITE": world.root / "shop.sqlite3",
+           "RETRACE_DEMO_RATES_URL": f"http://127.0.0.1:{rates_port}/rates", **env}
+    rec, _ = record_under_load(
+        world, "flask_demo", [PY, DEMO, "--port", port], cwd=world.work, env=env,
+        load_cmd=[DEMO_LOAD, "--url", f"http://127.0.0.1:{port}", "--rates-port", rates_port,
+                  "--stop"])
     assert traceback_of(rec.err, DEMO_CRASH), rec.describe()
-    assert b"-> 200 {\"currency\":\"EUR\"" in rec.err or b"\"currency\":\"GBP\"" in rec.err
+    assert b'"currency":"EUR"' in rec.err or b'"currency":"GBP"' in rec.err, rec.describe()
     return rec
 
 
@@ -157,6 +109,6 @@ def test_demo_on_sqlite(world, installed_hook):
 
 @DB_PENDING
 def test_demo_on_postgresql(world, installed_hook, pg_cluster):
-    rec = record_demo(world, RETRACE_DEMO_DSN=pg_cluster.dsn)
+    rec = record_demo(world, DATABASE_URL=pg_cluster.url)
     pg_cluster.stop()
     replay_everywhere(world, rec)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, TIMEOUT, Run, _diff, _kill_group, run
+from conftest import (PY, TIMEOUT, Run, _diff, _kill_group, assert_same_run, run,
+                      unshare_net_works)
 
 BIN = Path(PY).parent
 # A log record starts with "[date] [pid]" (gunicorn) or "date time [pid]"
@@ -148,3 +149,63 @@ def hook_env(world, trace, **extra):
     """The recording environment of a server started through the hook."""
     return world.record_env(RETRACE_RECORDING=str(trace), **extra)
 
+
+
+def record_under_load(world, name, cmd, *, cwd, env, load_cmd):
+    """Start cmd recorded through the hook, run load_cmd (a list; "{pid}" in
+    it becomes the server's pid) from another process, wait for the server
+    to exit. Returns (the server's Run with .trace, the load's Run)."""
+    trace = world.new_trace(name)
+    with serving(cmd, cwd=cwd, env=hook_env(world, trace, **env), root=world.root) as server:
+        answers = load(*[str(a).replace("{pid}", str(server.pid)) for a in load_cmd],
+                       cwd=world.work, env=world.record_env())
+        rec = server.finish()
+    rec.trace = trace
+    assert rec.code == 0, rec.describe()
+    assert trace.exists(), "the hook made no recording\n" + rec.describe()
+    assert_answers_logged(answers.out, rec.err)
+    return rec, answers
+
+
+def replay_everywhere(world, rec, *args):
+    """Replay twice, then without network: each exactly like the recording."""
+    for attempt in (1, 2):
+        assert_same_run(rec, world.retrace("replay", rec.trace, *args), f"replay {attempt}")
+    if unshare_net_works():
+        assert_same_run(rec, world.retrace("replay", rec.trace, *args, prefix=["unshare", "-n"]),
+                        "replay without network")
+
+
+def replay_forked_server(world, rec, master_banner, crash):
+    """A forking server (gunicorn): the master's replay prints the master's
+    log; each worker's replay (--pid) prints the master's log up to its fork,
+    then exactly the worker's; the worker that crashed shows the traceback,
+    also without network. Returns the workers' pids."""
+    master = [p for p in pids(rec.err) if master_banner in of_process(rec.err, p)]
+    assert len(master) == 1, rec.describe()
+    master = master[0]
+    workers = sorted(set(pids(rec.err)) - {master})
+    children = wait_for_children(rec.trace, len(workers))
+    assert sorted(children) == workers, (children, rec.describe())
+    crashed = [w for w in workers if traceback_of(of_process(rec.err, w), crash)]
+    assert len(crashed) == 1, rec.describe()
+
+    replay = world.replay(rec.trace)
+    assert replay.code == 0, replay.describe()
+    assert_same_output(of_process(rec.err, master), replay.err, "the master's replayed log")
+    for worker in workers:
+        for attempt in (1, 2):
+            replay = world.retrace("replay", rec.trace, "--pid", worker)
+            assert replay.code == 0, replay.describe()
+            assert_same_output(of_process(rec.err, worker), of_process(replay.err, worker),
+                               f"worker {worker}'s replayed log")
+            before_fork = of_process(replay.err, master)
+            assert before_fork and of_process(rec.err, master).startswith(before_fork), \
+                replay.describe()
+    replay = world.replay(children[crashed[0]])
+    assert traceback_of(replay.err, crash) == traceback_of(rec.err, crash), replay.describe()
+    if unshare_net_works():
+        offline = world.retrace("replay", rec.trace, "--pid", crashed[0],
+                                prefix=["unshare", "-n"])
+        assert offline.err == replay.err, offline.describe()
+    return workers

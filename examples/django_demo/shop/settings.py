@@ -1,6 +1,10 @@
-"""Settings of the demo shop. The database is PostgreSQL when RETRACE_DEMO_DSN
-or DATABASE_URL holds a DSN (a URL or libpq's key=value form), else SQLite at
-RETRACE_DEMO_SQLITE (default: recordings/django_shop.sqlite3 in the repository)."""
+"""Settings of the demo shop. The database is PostgreSQL when DATABASE_URL
+holds a DSN (postgresql://... or libpq's key=value form), else SQLite at
+RETRACE_DEMO_SQLITE (default: recordings/django_shop.sqlite3 in the repository).
+
+Not RETRACE_DEMO_DSN or the like: a recording redacts variables whose names
+look like secrets (*DSN*, *PASSWORD* ...), and a replay that parsed the
+redacted value would configure another database than the recorded run did."""
 import os
 from pathlib import Path
 
@@ -17,7 +21,7 @@ TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 RATES_URL = os.environ.get("RETRACE_DEMO_RATES_URL", "http://127.0.0.1:5001/rates")
 
-DSN = os.environ.get("RETRACE_DEMO_DSN") or os.environ.get("DATABASE_URL")
+DSN = os.environ.get("DATABASE_URL")
 if DSN:
     from psycopg2.extensions import parse_dsn
     _pg = parse_dsn(DSN)
