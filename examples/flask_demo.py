@@ -19,7 +19,7 @@ TypeError, which Flask logs with its traceback and answers with a 500.
 
 Served by werkzeug's threaded development server; Ctrl-C (SIGINT) or SIGTERM
 stops it cleanly.
-The app object also runs under gunicorn: `gunicorn flask_demo:app`.
+The app object also runs under gunicorn: `gunicorn --preload flask_demo:app`.
 
 Record it with the installed hook (`retrace install` once):
     RETRACE_RECORDING=recordings/flask.retrace python examples/flask_demo.py
@@ -85,10 +85,9 @@ def create_schema():
     cur.execute(f"CREATE TABLE IF NOT EXISTS orders (id {serial} PRIMARY KEY, "
                 "sku TEXT NOT NULL REFERENCES products(sku), quantity INTEGER NOT NULL, "
                 "created TEXT NOT NULL)")
-    cur.execute("SELECT count(*) FROM products")
-    if cur.fetchone()[0] == 0:
-        insert = "INSERT INTO products (sku, name, price_cents) VALUES (?, ?, ?)"
-        cur.executemany(insert.replace("?", "%s") if DSN else insert, CATALOGUE)
+    insert = ("INSERT INTO products (sku, name, price_cents) VALUES (?, ?, ?) "
+              "ON CONFLICT DO NOTHING")
+    cur.executemany(insert.replace("?", "%s") if DSN else insert, CATALOGUE)
     db.commit()
     db.close()
 
@@ -158,6 +157,11 @@ def invoice(order_id):
                    total=total)
 
 
+if not DSN:
+    os.makedirs(os.path.dirname(SQLITE_PATH), exist_ok=True)
+create_schema()     # here, not in main(): gunicorn imports the app
+
+
 def stop(signum, frame):
     raise KeyboardInterrupt     # the development server stops on Ctrl-C
 
@@ -167,9 +171,6 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
-    if not DSN:
-        os.makedirs(os.path.dirname(SQLITE_PATH), exist_ok=True)
-    create_schema()
     log.info("database: %s", "PostgreSQL" if DSN else SQLITE_PATH)
     signal.signal(signal.SIGTERM, stop)
     app.run(args.host, args.port, threaded=True)

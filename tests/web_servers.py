@@ -57,8 +57,8 @@ class Server:
         except subprocess.TimeoutExpired:
             _kill_group(self.proc)
             self.proc.wait(timeout=30)
-            pytest.fail(f"the server did not exit within {timeout:.0f} s\n" + self.result().describe(),
-                        pytrace=False)
+            pytest.fail(f"the server did not exit within {timeout:.0f} s\n"
+                        + self.result().describe(), pytrace=False)
         result = self.result(time.monotonic() - start)
         if result.code < 0:
             pytest.fail(f"the server was killed by {signal.Signals(-result.code).name}\n"
@@ -120,7 +120,8 @@ def assert_answers_logged(load_out, server_err):
     it shows the same responses."""
     missing = [line for line in load_out.decode().splitlines()
                if line.strip() and f"{line}\n" not in server_err.decode()]
-    assert not missing, f"answers not in the server log: {missing[:5]}\n{server_err.decode()[:3000]}"
+    assert not missing, \
+        f"answers not in the server log: {missing[:5]}\n{server_err.decode()[:3000]}"
 
 
 def assert_same_output(recorded, replayed, what):
