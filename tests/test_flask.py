@@ -45,11 +45,15 @@ def test_werkzeug_threaded_server(world, installed_hook):
     replay_everywhere(world, rec)
 
 
-def test_gunicorn_sync_workers(world, installed_hook):
+@pytest.mark.parametrize("control", ["off", "on"])
+def test_gunicorn_sync_workers(world, installed_hook, control):
     """The master forks two workers; each process has its own trace, and each
     replays: the master alone, a worker from the master's trace up to its fork
-    and then its own."""
-    rec, _ = record_notes(world, [PY, gunicorn(), "--no-control-socket", "--workers", "2",
+    and then its own. With the control socket on, the master also runs its
+    asyncio thread once the workers are up."""
+    socket = ["--no-control-socket"] if control == "off" else \
+        ["--control-socket", world.root / "gunicorn.ctl"]
+    rec, _ = record_notes(world, [PY, gunicorn(), *socket, "--workers", "2",
                                   "--bind", "127.0.0.1:{port}", "web_flask:app"], world.programs)
     workers = replay_forked_server(world, rec, b"Starting gunicorn", NOTES_CRASH)
     assert len(workers) == 2
