@@ -32,7 +32,8 @@ def record_notes(world, cmd, cwd):
     cmd = [str(c).format(port=port, peer=peer) for c in cmd]
     return record_under_load(world, "notes", cmd, cwd=cwd, env={"WEB_PEER_URL": peer},
                              load_cmd=[world.programs / "web_load.py", f"http://127.0.0.1:{port}",
-                                       peer_port, 12, "{pid}"])
+                                       peer_port, 12, "{pid}"],
+                             load_env={"PYTHONPATH": REPO / "examples"})
 
 
 def test_werkzeug_threaded_server(world, installed_hook):
@@ -40,7 +41,7 @@ def test_werkzeug_threaded_server(world, installed_hook):
                                 world.work)
     assert traceback_of(rec.err, NOTES_CRASH), rec.describe()
     assert b"-> 500 text/html" in answers.out, answers.describe()
-    assert b'/quote?n=2 -> 200 {"peer":{"path":"/quote?n=2","quote":' in rec.err, rec.describe()
+    assert b'/quote?n=2 -> 200 {"peer":{"EUR":' in rec.err, rec.describe()
     assert rec.err.rstrip().endswith(b"INFO notes: stopped"), rec.describe()
     replay_everywhere(world, rec)
 

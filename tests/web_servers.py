@@ -6,7 +6,6 @@ A server's stdout and stderr go to files, not pipes: a server blocked on a
 full pipe while the load waits for its answers would hang the test.
 """
 import contextlib
-import os
 import re
 import signal
 import socket
@@ -152,14 +151,14 @@ def hook_env(world, trace, **extra):
 
 
 
-def record_under_load(world, name, cmd, *, cwd, env, load_cmd):
+def record_under_load(world, name, cmd, *, cwd, env, load_cmd, load_env=None):
     """Start cmd recorded through the hook, run load_cmd (a list; "{pid}" in
     it becomes the server's pid) from another process, wait for the server
     to exit. Returns (the server's Run with .trace, the load's Run)."""
     trace = world.new_trace(name)
     with serving(cmd, cwd=cwd, env=hook_env(world, trace, **env), root=world.root) as server:
         answers = load(*[str(a).replace("{pid}", str(server.pid)) for a in load_cmd],
-                       cwd=world.work, env=world.record_env())
+                       cwd=world.work, env=world.record_env(**(load_env or {})))
         rec = server.finish()
     rec.trace = trace
     assert rec.code == 0, rec.describe()
