@@ -576,7 +576,10 @@ static int
 replay_signals(rt_thread *t, PyObject *actual, PyObject **raised)
 {
     for (;;) {
-        if (take_turn(t, actual) <= 0 || g_pending[0] != 'C')
+        int st = take_turn(t, actual);
+        if (st < 0)
+            return -1;
+        if (st == 0 || g_pending[0] != 'C')
             return 0;   /* replay_recorded reports it */
         rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
         uint64_t tid, fid;
@@ -608,8 +611,10 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return call_through(self, args, nargsf, kwnames);
     PyObject *raised = NULL;
     if (g_signal_event && (PyObject *)self != g_signal_event &&
-        replay_signals(t, self->name, &raised) < 0)
+        replay_signals(t, self->name, &raised) < 0) {
+        Py_XDECREF(raised);
         return NULL;
+    }
     PyObject *res = replay_recorded(self, t, args, nargsf, kwnames, raised);
     Py_XDECREF(raised);
     return res;
