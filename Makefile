@@ -2,7 +2,7 @@
 #   make dev        build the engine into .venv-3.11 (editable) for day-to-day work
 #   make test       Python 3.11, 3.12 and 3.13 suites, then the AddressSanitizer run
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
-#   make demo       record a crashing program, then replay it offline
+#   make demo       record a Flask service under load, then replay its crash offline
 #   make bench      what recording costs against plain runs: bench/results.md (a few minutes)
 
 VERSIONS ?= 3.11 3.12 3.13
@@ -18,7 +18,7 @@ python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
 	$(call python_for,$*) -m venv .venv-$*
 	.venv-$*/bin/pip install -q --upgrade pip
-	.venv-$*/bin/pip install -q -e . pytest requests
+	.venv-$*/bin/pip install -q -e . pytest requests flask gunicorn django psycopg2-binary
 	touch $@
 
 dev: .venv-3.11/done

@@ -24,6 +24,7 @@
 #include "retrace.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -64,6 +65,8 @@ static rt_writer *g_writer;
 static rt_reader *g_reader;
 static PyObject *g_registry;        /* name -> Boundary, for replay lookups */
 static PyObject *g_divergence;      /* callable building a ReplayDivergence */
+static PyObject *g_signal_event;    /* the Boundary of "a signal handler ran here" */
+static PyObject *g_signal_deliver;  /* replay: runs the recorded handler (_signals.py) */
 
 /* Replay: recorded fid -> its recorded name and the Boundary of that name in
  * this replay (borrowed from g_registry; NULL if not intercepted here). */
@@ -563,6 +566,41 @@ replay_output(Boundary *self, rt_thread *t, PyObject *const *args, PyObject *rec
     return res;
 }
 
+/* Signal handlers that ran at this point of the recording, before the call
+ * or inside it, run now: g_signal_deliver replays the signal event and runs
+ * the program's handler, whose own calls follow in the trace. A handler that
+ * raised inside the recorded call ended that call with its exception: it is
+ * returned in *raised, for replay_recorded to raise in place of the recorded
+ * one. 0: go on with the call; -1: error set. */
+static int
+replay_signals(rt_thread *t, PyObject *actual, PyObject **raised)
+{
+    for (;;) {
+        int st = take_turn(t, actual);
+        if (st < 0)
+            return -1;
+        if (st == 0 || g_pending[0] != 'C')
+            return 0;   /* replay_recorded reports it */
+        rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+        uint64_t tid, fid;
+        if (rt_cur_varint(&c, &tid) < 0 || rt_cur_varint(&c, &fid) < 0)
+            return 0;
+        if (tid != t->tid || fid >= g_nfids ||
+            (PyObject *)g_fids[fid].boundary != g_signal_event)
+            return 0;
+        PyObject *res = PyObject_CallNoArgs(g_signal_deliver);
+        if (!res)
+            return -1;
+        if (res == Py_None)
+            Py_DECREF(res);
+        else
+            Py_XSETREF(*raised, res);
+    }
+}
+
+static PyObject *replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args,
+                                 size_t nargsf, PyObject *kwnames, PyObject *raised);
+
 static PyObject *
 replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
@@ -571,6 +609,21 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return diverge(NULL, NULL, NULL, NULL, 0);
     if (self->output && g_live_outputs)
         return call_through(self, args, nargsf, kwnames);
+    PyObject *raised = NULL;
+    if (g_signal_event && (PyObject *)self != g_signal_event &&
+        replay_signals(t, self->name, &raised) < 0) {
+        Py_XDECREF(raised);
+        return NULL;
+    }
+    PyObject *res = replay_recorded(self, t, args, nargsf, kwnames, raised);
+    Py_XDECREF(raised);
+    return res;
+}
+
+static PyObject *
+replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames, PyObject *raised)
+{
     int st = take_turn(t, self->name);
     if (st < 0)
         return NULL;
@@ -588,6 +641,9 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return corrupt("bad call record");
     if (fid >= g_nfids || g_fids[fid].boundary != self || tid != t->tid)
         return diverge_at_pending("a different call was recorded here", self->name, t->tid);
+    if (raised && outcome != OUTCOME_RAISE)
+        return diverge_at_pending("a signal handler raised inside this call, but the recorded "
+                                  "call returned", self->name, t->tid);
 
     PyObject *value = rt_decode(&c);
     if (!value)
@@ -606,6 +662,11 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         PyObject *res = replay_output(self, t, args, value);
         Py_DECREF(value);
         return res;
+    }
+    if (raised) {
+        Py_DECREF(value);
+        PyErr_SetObject((PyObject *)Py_TYPE(raised), raised);
+        return NULL;
     }
     if (outcome == OUTCOME_RAISE) {
         if (!PyExceptionInstance_Check(value)) {
@@ -1156,6 +1217,41 @@ set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
     Py_RETURN_NONE;
 }
 
+/* set_signal_delivery(event, deliver): event is the Boundary that records a
+ * signal handler running; in replay, deliver() runs the handler recorded at
+ * the pending event (see replay_signals). */
+static PyObject *
+set_signal_delivery(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *event, *deliver;
+    if (!PyArg_ParseTuple(args, "O!O", &BoundaryType, &event, &deliver))
+        return NULL;
+    Py_XSETREF(g_signal_event, Py_NewRef(event));
+    Py_XSETREF(g_signal_deliver, Py_NewRef(deliver));
+    Py_RETURN_NONE;
+}
+
+/* swap_disabled(n) -> the previous value: a signal handler is the program's
+ * code even when it runs inside an external call, so it runs with the
+ * boundary on, and the call's state is restored afterwards. */
+static PyObject *
+swap_disabled(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0 || n > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "swap_disabled: depth out of range");
+        return NULL;
+    }
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    int old = t->disabled;
+    t->disabled = (int)n;
+    return PyLong_FromLong(old);
+}
+
 /* patch_type(type, name, value): set an attribute of a C type, including
  * static and immutable ones, so that instances keep their real type. */
 static PyObject *
@@ -1200,6 +1296,10 @@ static PyMethodDef boundary_methods[] = {
      "fn(reason, index, expected, expected_tid, actual, actual_tid, at_end) -> "
      "ReplayDivergence; at_end: the recorded run ended at this point"},
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
+    {"set_signal_delivery", set_signal_delivery, METH_VARARGS,
+     "set_signal_delivery(event, deliver): how recorded signal handlers replay"},
+    {"swap_disabled", swap_disabled, METH_O,
+     "swap_disabled(n) -> old: set this thread's boundary-off depth"},
     {"divergence", divergence, METH_VARARGS,
      "divergence(reason, expected, actual): stop the replay here (raises)"},
     {"write_all", write_all, METH_VARARGS,

@@ -52,6 +52,8 @@ FUNCTIONS = {
         "kill", "killpg", "abort",
     ],
     "signal": ["raise_signal", "pthread_kill"],
+    # flags and locks of descriptors that exist only in the recording
+    "fcntl": ["fcntl", "ioctl", "flock", "lockf"],
     "_socket": [
         "gethostname", "sethostname",
         # DNS and the system's service, protocol and interface databases
