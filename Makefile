@@ -3,7 +3,8 @@
 #   make test       Python 3.11, 3.12 and 3.13 suites, then the AddressSanitizer run
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
 #   make demo       record a Flask service under load, then replay its crash offline
-#   make bench      what recording costs against plain runs: bench/results.md (a few minutes)
+#   make bench      what recording costs against plain runs: bench/results.md (~20 minutes)
+#   make bench-web  only its web section (Flask and Django under gunicorn and wrk)
 
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
@@ -12,7 +13,7 @@ ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
-.PHONY: dev test test-asan demo bench clean $(addprefix test-,$(VERSIONS))
+.PHONY: dev test test-asan demo bench bench-web clean $(addprefix test-,$(VERSIONS))
 
 .venv-%/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
@@ -48,6 +49,9 @@ demo: .venv-3.11/done
 
 bench: .venv-3.11/done
 	.venv-3.11/bin/python bench/run.py
+
+bench-web: .venv-3.11/done
+	.venv-3.11/bin/python bench/run.py --only web
 
 clean:
 	rm -rf build .venv-* src/retrace/*.so src/*.egg-info

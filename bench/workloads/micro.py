@@ -10,6 +10,7 @@ JSON line: {"min_ns": ..., "median_ns": ...} per call over the repeats.
 import json
 import os
 import random
+import socket
 import statistics
 import sys
 import time
@@ -24,12 +25,24 @@ OPS = {
     "random.Random()": ("random.Random()", 1000),
     "os.stat(path)": ("os.stat(path)", 10000),
     "open(path).read() 4 KB": ("with open(path) as f: f.read()", 2000),
+    "socket.recv 4 KB, TCP loopback": ("client.sendall(block); server.recv(4096)", 20000),
 }
+
+
+def loopback_pair():
+    """Both ends of a TCP connection over 127.0.0.1, without Nagle's delay."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return client, server
 
 
 def main(op, calls, repeats, path):
     real_clock = getattr(time.perf_counter, "__wrapped__", time.perf_counter)
     namespace = {"time": time, "os": os, "random": random, "path": path}
+    if op.startswith("socket."):
+        namespace.update(zip(("client", "server"), loopback_pair()), block=b"x" * 4096)
     timer = timeit.Timer(OPS[op][0], timer=real_clock, globals=namespace)
     per_call = [t / calls * 1e9 for t in timer.repeat(repeat=repeats, number=calls)]
     # Written with the real os.write: the timings differ in replay by design,
