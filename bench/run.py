@@ -30,6 +30,7 @@ import dataclasses
 import json
 import re
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -290,6 +291,8 @@ def main():
     parser.add_argument("--dsn", help="web: this PostgreSQL server (postgresql://...) "
                                       "instead of a throwaway cluster")
     args = parser.parse_args()
+    # SIGTERM stops the run like Ctrl-C: the servers and the cluster it started stop too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cfg = QUICK if args.quick else FULL
     sections = args.only or list(SECTIONS)
     previous = args.out / "results.json"

@@ -144,9 +144,21 @@ def wrk(url, requests):
     return result
 
 
+def cpu_seconds(pid):
+    """User + system CPU time so far of process pid and its children
+    (gunicorn's master and workers, all their threads), from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    ticks = 0
+    for p in [pid, *map(int, children)]:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])      # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def serve(app, python, env, url_path, cfg, log):
     """Start gunicorn, warm it up, time cfg.web_requests requests, stop it
-    (SIGTERM, as a deployment does). Returns wrk's summary."""
+    (SIGTERM, as a deployment does). Returns wrk's summary, with the CPU
+    time the server spent on the timed requests."""
     port = free_port()
     url = f"http://127.0.0.1:{port}{url_path}"
     cmd = [python, "-m", "gunicorn", "--no-control-socket", "--workers", str(WORKERS),
@@ -157,7 +169,9 @@ def serve(app, python, env, url_path, cfg, log):
     try:
         wait_until_up(url, server, log)
         wrk(url, cfg.web_warmup)
+        cpu = cpu_seconds(server.pid)
         result = wrk(url, cfg.web_requests)
+        result["cpu_s"] = cpu_seconds(server.pid) - cpu
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -253,6 +267,10 @@ def throughput(r):
     return r["requests"] / (r["duration_us"] / 1e6)
 
 
+def cpu_per_request(r):
+    return r["cpu_s"] / r["requests"]
+
+
 def summarize(runs, recordings, name):
     plain = runs[name, "plain"]
     out = {}
@@ -262,8 +280,11 @@ def summarize(runs, recordings, name):
             "requests_per_s": spread([throughput(r) for r in mine]),
             "p50_ms": spread([r["p50_us"] / 1e3 for r in mine]),
             "p99_ms": spread([r["p99_us"] / 1e3 for r in mine]),
+            "cpu_ms_per_request": spread([cpu_per_request(r) * 1e3 for r in mine]),
         }
         if mode != "plain":
+            out[mode]["cpu_overhead_pct"] = spread(
+                [(cpu_per_request(r) / cpu_per_request(p) - 1) * 100 for p, r in zip(plain, mine)])
             # Per round, against the plain run of the same round.
             out[mode]["throughput_overhead_pct"] = spread(
                 [(1 - throughput(r) / throughput(p)) * 100 for p, r in zip(plain, mine)])
@@ -314,7 +335,10 @@ def render(web, cfg):
         f"process, {web['requests']:,} requests per run after {web['warmup']:,} of warm-up. "
         "Per request: one PostgreSQL query (psycopg2), one HTTP call to a rate service on "
         "loopback, one log line. Overheads are per round, against the plain run of the same "
-        "round: throughput lost, latency added.", "",
+        "round: throughput lost, latency added, server CPU added. *server CPU*: user + system "
+        "time of gunicorn's master and workers (all threads, the trace writer's included) "
+        "during the timed requests, per request; less sensitive to the machine's other load "
+        "than throughput is.", "",
     ]
     for name, a in web["apps"].items():
         if not a["trace"]["db_recorded"]:
@@ -323,8 +347,8 @@ def render(web, cfg):
                       "of recording.**", ""]
     lines += [
         "| app | mode | requests/s | throughput lost % | p50 ms | p50 added % | p99 ms "
-        "| p99 added % |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| p99 added % | server CPU ms / request | CPU added % |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, a in web["apps"].items():
         for mode in MODES:
@@ -336,7 +360,8 @@ def render(web, cfg):
                 f"| {name} | {mode.replace('_', ' ')} | {fmt(m['requests_per_s'])} "
                 f"| {added('throughput_overhead_pct')} | {fmt(m['p50_ms'], 2)} "
                 f"| {added('p50_overhead_pct')} | {fmt(m['p99_ms'], 2)} "
-                f"| {added('p99_overhead_pct')} |")
+                f"| {added('p99_overhead_pct')} | {fmt(m['cpu_ms_per_request'], 3)} "
+                f"| {added('cpu_overhead_pct')} |")
     lines += [
         "", "### Web: trace size and replay", "",
         "*MB per 1,000 requests*: all the traces of a recorded run (master and workers) over "

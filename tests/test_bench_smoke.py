@@ -86,10 +86,11 @@ def test_quick_web(tmp_path):
     assert "PostgreSQL" in web["database"]
     for name, app in web["apps"].items():
         for mode in WEB_MODES:
-            for key in ("requests_per_s", "p50_ms", "p99_ms"):
+            for key in ("requests_per_s", "p50_ms", "p99_ms", "cpu_ms_per_request"):
                 assert positive(app[mode][key]), (name, mode, key, app[mode][key])
         for mode in WEB_MODES[1:]:
-            for key in ("throughput_overhead_pct", "p50_overhead_pct", "p99_overhead_pct"):
+            for key in ("throughput_overhead_pct", "p50_overhead_pct", "p99_overhead_pct",
+                        "cpu_overhead_pct"):
                 assert set(app[mode][key]) == {"min", "median", "max"}, (name, mode, key)
         trace = app["trace"]
         for key in ("mb_per_1000_requests", "events_per_request", "compression"):
