@@ -14,7 +14,7 @@ python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1
 
 .PHONY: dev test test-asan demo bench clean $(addprefix test-,$(VERSIONS))
 
-.venv-%/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
+.venv-%/done: Makefile pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
 	$(call python_for,$*) -m venv .venv-$*
 	.venv-$*/bin/pip install -q --upgrade pip
