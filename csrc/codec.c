@@ -24,8 +24,9 @@ enum {
     TAG_DATETIME = 'D', TAG_DATE = 'e', TAG_TIME = 'h', TAG_TIMEDELTA = 'x',
     TAG_TIMEZONE = 'z', TAG_ZONEINFO = 'k',     /* tzinfo of 'D' and 'h' only */
     TAG_DECIMAL = 'C', TAG_UUID = 'U', TAG_STRUCTSEQ = 'q', TAG_EXCEPTION = 'E',
-    TAG_OPAQUE = 'O',
-    TAG_HANDLE = 'H',                           /* reserved for a later version */
+    TAG_OPAQUE = 'O', TAG_MEMORYVIEW = 'm',
+    TAG_HANDLE = 'H', TAG_NEW_HANDLE = 'n',     /* external objects (handles.c) */
+    TAG_REF = 'R',                              /* an object of the current call */
 };
 
 #define OPAQUE_REPR_MAX 200
@@ -259,6 +260,7 @@ typedef struct {
     /* stack[d] is the container being encoded at depth d; meeting one of
      * them again further down is a reference cycle. */
     PyObject *stack[RT_CODEC_MAX_DEPTH];
+    const rt_refs *refs;   /* or NULL: see rt_encode_refs */
 } encoder;
 
 static int encode_value(encoder *e, rt_buf *out, PyObject *v, int depth);
@@ -717,14 +719,14 @@ structseq_class_name(PyTypeObject *t)
     return NULL;
 }
 
-/* The name of the nearest class in the base chain of exception class `t`
- * that decoding can find by name (classes made inside a function cannot be
- * found); BaseException always can. NULL, with an exception only on a real
- * error, if none qualifies. */
+/* The name of the nearest class in the base chain of `t` that decoding can
+ * find by name (classes made inside a function cannot be found); for an
+ * exception BaseException always can. NULL, with an exception only on a
+ * real error, if none qualifies. */
 static PyObject *
-exception_class_name(PyTypeObject *t)
+nearest_class_name(PyTypeObject *t)
 {
-    for (; t && PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException); t = t->tp_base) {
+    for (; t; t = t->tp_base) {
         PyObject *name = type_fullname(t);
         int found = name ? findable(name, t) : -1;
         if (found == 1)
@@ -868,7 +870,7 @@ encode_exception(encoder *e, rt_buf *out, PyObject *v, int depth)
     if (r)
         return r;
     PyObject *name;
-    if (cached_class_name(Py_TYPE(v), exception_class_name, &name) < 0)
+    if (cached_class_name(Py_TYPE(v), nearest_class_name, &name) < 0)
         return -1;
     if (!name)
         return FALLBACK;
@@ -886,6 +888,27 @@ encode_exception(encoder *e, rt_buf *out, PyObject *v, int depth)
     if (r)
         return r;
     return encode_exception_state(e, out, v, depth + 1);
+}
+
+/* An external object: 'H' and its handle, or on first sight 'n', a new
+ * handle and the class replay makes a stand-in of. */
+static int
+encode_handle(rt_buf *out, PyObject *v)
+{
+    uint64_t h;
+    int is_new;
+    PyObject *name;
+    if (rt_handle_get(v, &h, &is_new) < 0)
+        return -1;
+    if (!is_new)
+        return put_header(out, TAG_HANDLE, h);
+    if (cached_class_name(Py_TYPE(v), nearest_class_name, &name) < 0)
+        return -1;
+    if (!name)
+        return FALLBACK;
+    int r = put_header(out, TAG_NEW_HANDLE, h) < 0 ? -1 : put_str_value(out, name);
+    Py_DECREF(name);
+    return r;
 }
 
 /* Everything but the common exact builtin types. Subclasses of builtin
@@ -929,7 +952,7 @@ encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
         PyObject *b = PyBytes_FromObject(v);
         if (!b)
             return fallback_after_error();   /* released */
-        int r = put_blob(out, TAG_BYTES, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+        int r = put_blob(out, TAG_MEMORYVIEW, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
         Py_DECREF(b);
         return r;
     }
@@ -947,6 +970,8 @@ encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
     if ((cls = stdlib_class(&uuid_class, "uuid", "UUID", 0))
         && PyObject_TypeCheck(v, (PyTypeObject *)cls))
         return encode_uuid(out, v);
+    if (rt_handle_is_external(v))
+        return encode_handle(out, v);
     return FALLBACK;
 }
 
@@ -982,6 +1007,9 @@ static int
 encode_value(encoder *e, rt_buf *out, PyObject *v, int depth)
 {
     size_t mark = out->len;
+    Py_ssize_t ref = e->refs ? rt_refs_find(e->refs, v) : -1;
+    if (ref >= 0)
+        return put_header(out, TAG_REF, (uint64_t)ref);
     int r = encode_tagged(e, out, v, depth);
     if (r != FALLBACK)
         return r;
@@ -992,7 +1020,14 @@ encode_value(encoder *e, rt_buf *out, PyObject *v, int depth)
 int
 rt_encode(rt_buf *out, PyObject *v)
 {
+    return rt_encode_refs(out, v, NULL);
+}
+
+int
+rt_encode_refs(rt_buf *out, PyObject *v, const rt_refs *refs)
+{
     encoder e;
+    e.refs = refs;
     size_t mark = out->len;
     if (encode_value(&e, out, v, 0) < 0) {
         out->len = mark;
@@ -1495,6 +1530,44 @@ decode_opaque(rt_cursor *c)
 }
 
 static PyObject *
+decode_memoryview(rt_cursor *c)
+{
+    PyObject *b = decode_bytes(c, TAG_BYTES);
+    PyObject *res = b ? PyMemoryView_FromObject(b) : NULL;
+    Py_XDECREF(b);
+    return res;
+}
+
+static PyObject *
+decode_handle(rt_cursor *c, uint8_t tag)
+{
+    uint64_t h;
+    if (rt_cur_varint(c, &h) < 0)
+        return truncated();
+    if (tag == TAG_HANDLE)
+        return rt_handle_find(h);
+    PyObject *cls = decode_class(c, "class of an external object");
+    PyObject *res = cls ? rt_handle_new_standin(cls, h) : NULL;
+    Py_XDECREF(cls);
+    return res;
+}
+
+/* The list of objects 'R' refers to, while rt_decode_refs runs. */
+static PyObject *decode_refs;
+
+static PyObject *
+decode_ref(rt_cursor *c)
+{
+    uint64_t i;
+    if (rt_cur_varint(c, &i) < 0)
+        return truncated();
+    if (!decode_refs || i >= (uint64_t)PyList_GET_SIZE(decode_refs))
+        return corrupt("reference #%llu to an object of the call out of range",
+                       (unsigned long long)i);
+    return Py_NewRef(PyList_GET_ITEM(decode_refs, (Py_ssize_t)i));
+}
+
+static PyObject *
 decode_value(rt_cursor *c, int depth)
 {
     uint8_t tag;
@@ -1546,8 +1619,13 @@ decode_value(rt_cursor *c, int depth)
         return decode_exception(c, depth);
     case TAG_OPAQUE:
         return decode_opaque(c);
+    case TAG_MEMORYVIEW:
+        return decode_memoryview(c);
     case TAG_HANDLE:
-        return corrupt("handle values are not supported by this version");
+    case TAG_NEW_HANDLE:
+        return decode_handle(c, tag);
+    case TAG_REF:
+        return decode_ref(c);
     default:
         return corrupt("unknown value tag 0x%x", (unsigned)tag);
     }
@@ -1556,7 +1634,18 @@ decode_value(rt_cursor *c, int depth)
 PyObject *
 rt_decode(rt_cursor *in)
 {
-    return decode_value(in, 0);
+    return rt_decode_refs(in, NULL);
+}
+
+PyObject *
+rt_decode_refs(rt_cursor *in, PyObject *refs)
+{
+    /* decoding can run Python code (a stand-in's maker) that decodes too */
+    PyObject *outer = decode_refs;
+    decode_refs = refs;
+    PyObject *res = decode_value(in, 0);
+    decode_refs = outer;
+    return res;
 }
 
 /* ---- module setup ---------------------------------------------------------- */

@@ -90,3 +90,56 @@ METHODS = [
 CONSTANTS = {
     "time": ["timezone", "altzone", "daylight", "tzname"],
 }
+
+# C database drivers (src/retrace/_drivers.py installs these when the program
+# first imports the driver module). Their objects keep their real types.
+#
+#   support     the module of Retrace that makes stand-ins and keeps a
+#               cursor's state for this driver
+#   functions   module functions that are events; their results are new
+#               external objects (connections)
+#   registries  module functions that take a callable the driver calls back
+#               later: {name: (position of the callable, ...)}; not events
+#   objects     the driver's types whose instances are external objects:
+#     events      methods that are events on the object (the record carries
+#                 the object's handle; a call on another object diverges)
+#     execute     events that run a statement: they also bring the cursor's
+#                 state (description, lastrowid) to the replay's stand-in
+#     getters     attributes read from the server or the library: events
+#     setters     attributes whose assignment reaches the library: events
+#     callbacks   methods that take callables the driver calls back:
+#                 {name: (positions after self, or keyword names)}; events
+#     aggregates  the same for classes whose instances the driver calls back
+#                 (step, finalize, value, inverse)
+#     factories   attributes holding a callable the driver calls back (row
+#                 factories): wrapped on assignment, unwrapped on reading
+DRIVERS = {
+    "_sqlite3": {
+        "support": "_sqlite",
+        "functions": ["connect"],
+        "registries": {"register_adapter": (1,), "register_converter": (1,)},
+        "objects": {
+            "Connection": {
+                "events": ["close", "commit", "rollback", "interrupt", "getlimit", "setlimit",
+                           "serialize", "deserialize", "enable_load_extension", "load_extension",
+                           "__exit__"],
+                "execute": ["cursor", "execute", "executemany", "executescript"],
+                "getters": ["in_transaction", "total_changes", "isolation_level", "autocommit"],
+                "setters": ["isolation_level", "autocommit"],
+                "callbacks": {"create_function": (2, "func"), "create_collation": (1,),
+                              "set_authorizer": (0, "authorizer_callback"),
+                              "set_progress_handler": (0, "progress_handler"),
+                              "set_trace_callback": (0, "trace_callback"),
+                              "backup": ("progress",)},
+                "aggregates": {"create_aggregate": (2,), "create_window_function": (2,)},
+                "factories": ["row_factory", "text_factory"],
+            },
+            "Cursor": {
+                "events": ["fetchone", "fetchmany", "fetchall", "__next__", "close"],
+                "execute": ["execute", "executemany", "executescript"],
+                "getters": ["rowcount"],
+                "factories": ["row_factory"],
+            },
+        },
+    },
+}
