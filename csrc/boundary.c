@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <frameobject.h>
 
 enum { MODE_OFF, MODE_RECORD, MODE_REPLAY };
 enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1, OUTCOME_RECEIVER = 2 };
@@ -209,12 +210,35 @@ check_split(Boundary *self, PyObject *res)
     return -1;
 }
 
+/* self->func(*args). An exception raised through a split function written in
+ * Python loses that function's frame from its traceback: the program's
+ * traceback shows its own call, as without Retrace. */
+static PyObject *
+call_func(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    if (res || !self->split || !PyFunction_Check(self->func))
+        return res;
+    PyObject *exc = take_exception();
+    PyObject *tb = exc ? PyException_GetTraceback(exc) : NULL;
+    if (tb) {
+        PyTracebackObject *own = (PyTracebackObject *)tb;
+        PyCodeObject *code = PyFrame_GetCode(own->tb_frame);
+        if ((PyObject *)code == PyFunction_GET_CODE(self->func))
+            PyException_SetTraceback(exc, own->tb_next ? (PyObject *)own->tb_next : Py_None);
+        Py_DECREF(code);
+        Py_DECREF(tb);
+    }
+    restore_exception(exc);
+    return NULL;
+}
+
 /* The call with the boundary off: the real thing (of a split function, the
  * part it returns to the caller). */
 static PyObject *
 call_through(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    PyObject *res = call_func(self, args, nargsf, kwnames);
     if (res && self->split) {
         if (check_split(self, res) < 0)
             return NULL;
@@ -375,7 +399,7 @@ record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args, size_t n
         t->disabled--;
         return res;
     }
-    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    PyObject *res = call_func(self, args, nargsf, kwnames);
     PyObject *recorded = res && self->outcome_only ? Py_None : res;
     if (res && self->split) {
         if (check_split(self, res) < 0) {

@@ -15,6 +15,7 @@
 #include <datetime.h>
 #include <stdarg.h>
 #include <string.h>
+#include <structmember.h>
 
 enum {
     TAG_NONE = 'N', TAG_TRUE = 'T', TAG_FALSE = 'F',
@@ -815,9 +816,89 @@ put_state_value(encoder *e, rt_buf *tmp, size_t mark, PyObject *value, int depth
     return 0;
 }
 
+/* The object members (T_OBJECT) that C extension classes of exception `exc`
+ * declare (psycopg2.Error's pgcode, pgerror, cursor): with `name`, the slot
+ * of that member, else NULL; without, calls visit(name, slot) for each. */
+static PyObject **
+object_member(PyObject *exc, PyObject *name,
+              int (*visit)(const char *name, PyObject **slot, void *arg), void *arg)
+{
+    for (PyTypeObject *t = Py_TYPE(exc); t; t = t->tp_base) {
+        /* builtin exception classes have no dot in tp_name; their fields are
+         * handled above or not kept */
+        if (!t->tp_members || !strchr(t->tp_name, '.') || t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            continue;
+        for (PyMemberDef *m = t->tp_members; m->name; m++) {
+            if (m->type != T_OBJECT && m->type != T_OBJECT_EX)
+                continue;
+            PyObject **slot = (PyObject **)((char *)exc + m->offset);
+            if (name && PyUnicode_CompareWithASCIIString(name, m->name) == 0)
+                return slot;
+            if (!name && visit(m->name, slot, arg) < 0)
+                return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* Registered by the drivers: cls -> fn(exc) giving more state to keep
+ * (psycopg2's diagnostics, which live in the C library's result). */
+#define MAX_EXCEPTION_EXTRAS 8
+static struct {
+    PyObject *cls;
+    PyObject *fn;
+} exception_extras[MAX_EXCEPTION_EXTRAS];
+static int n_exception_extras;
+
+int
+rt_codec_exception_extras(PyObject *cls, PyObject *fn)
+{
+    if (n_exception_extras == MAX_EXCEPTION_EXTRAS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many exception_extras");
+        return -1;
+    }
+    exception_extras[n_exception_extras].cls = Py_NewRef(cls);
+    exception_extras[n_exception_extras].fn = Py_NewRef(fn);
+    n_exception_extras++;
+    return 0;
+}
+
+typedef struct {
+    encoder *e;
+    rt_buf *tmp;
+    int depth;
+    uint64_t *n;
+} state_writer;
+
+static int
+put_state_entry(state_writer *w, PyObject *key, PyObject *value)
+{
+    size_t mark = w->tmp->len;
+    Py_INCREF(key);
+    Py_INCREF(value);
+    int r = put_str_value(w->tmp, key) < 0 ? -1
+            : put_state_value(w->e, w->tmp, mark, value, w->depth + 1, 1, w->n);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return r;
+}
+
+static int
+put_member(const char *name, PyObject **slot, void *arg)
+{
+    if (!*slot || *slot == Py_None)
+        return 0;
+    PyObject *key = PyUnicode_FromString(name);
+    int r = key ? put_state_entry(arg, key, *slot) : -1;
+    Py_XDECREF(key);
+    return r;
+}
+
 /* The dict value after an exception's args: OSError's errno, strerror,
- * filename and filename2 (unless None), then the __dict__ items that are
- * not OPAQUE (custom attributes, __notes__). `depth` is the dict's depth. */
+ * filename and filename2 (unless None), the object members of its C
+ * extension classes, what exception_extras give, then the __dict__ items
+ * that are not OPAQUE (custom attributes, __notes__). `depth` is the dict's
+ * depth. */
 static int
 encode_exception_state(encoder *e, rt_buf *out, PyObject *v, int depth)
 {
@@ -839,19 +920,30 @@ encode_exception_state(encoder *e, rt_buf *out, PyObject *v, int depth)
             Py_DECREF(field);
         }
     }
+    state_writer w = {e, &tmp, depth, &n};
+    if (r == 0 && (object_member(v, NULL, put_member, &w), PyErr_Occurred()))
+        r = -1;
+    for (int i = 0; r == 0 && i < n_exception_extras; i++) {
+        int is = PyObject_IsInstance(v, exception_extras[i].cls);
+        PyObject *extra = is > 0 ? PyObject_CallOneArg(exception_extras[i].fn, v) : NULL;
+        if (is < 0 || (is > 0 && !extra)) {
+            r = clear_program_error();
+            continue;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (r == 0 && extra && PyDict_Check(extra) && PyDict_Next(extra, &pos, &key, &value)) {
+            if (PyUnicode_Check(key))
+                r = put_state_entry(&w, key, value);
+        }
+        Py_XDECREF(extra);
+    }
     PyObject *dict = Py_XNewRef(((PyBaseExceptionObject *)v)->dict);
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (r == 0 && dict && PyDict_Next(dict, &pos, &key, &value)) {
-        if (!PyUnicode_Check(key))
-            continue;
-        size_t mark = tmp.len;
-        Py_INCREF(key);
-        Py_INCREF(value);
-        if (put_str_value(&tmp, key) < 0 || put_state_value(e, &tmp, mark, value, depth + 1, 1, &n) < 0)
-            r = -1;
-        Py_DECREF(key);
-        Py_DECREF(value);
+        if (PyUnicode_Check(key))
+            r = put_state_entry(&w, key, value);
     }
     Py_XDECREF(dict);
     if (r == 0 && (put_header(out, TAG_DICT, n) < 0 || put_raw(out, tmp.data, tmp.len) < 0))
@@ -1463,6 +1555,7 @@ new_exception(PyTypeObject *t, PyObject *args)
 static int
 restore_exception_state(PyObject *exc, PyObject *args, PyObject *state)
 {
+    PyObject **member;
     PyBaseExceptionObject *be = (PyBaseExceptionObject *)exc;
     int is_oserror = PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_OSError);
     Py_ssize_t pos = 0;
@@ -1480,6 +1573,10 @@ restore_exception_state(PyObject *exc, PyObject *args, PyObject *state)
             i++;
         if (is_oserror && i < N_OSERROR_FIELDS) {
             Py_XSETREF(*(PyObject **)((char *)exc + oserror_fields[i].offset), Py_NewRef(value));
+            continue;
+        }
+        if ((member = object_member(exc, key, NULL, NULL))) {
+            Py_XSETREF(*member, Py_NewRef(value));
             continue;
         }
         /* Straight into __dict__: no __setattr__ or property setter runs. */

@@ -550,7 +550,20 @@ set_type_attr(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *
+exception_extras(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *cls, *fn;
+    if (!PyArg_ParseTuple(args, "O!O:exception_extras", &PyType_Type, &cls, &fn))
+        return NULL;
+    if (rt_codec_exception_extras(cls, fn) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef handles_methods[] = {
+    {"exception_extras", exception_extras, METH_VARARGS,
+     "exception_extras(cls, fn): recorded exceptions of cls also keep the dict fn(exc)"},
     {"set_type_attr", set_type_attr, METH_VARARGS,
      "set_type_attr(type, name, value): set a C type's attribute, updating its slot"},
     {"handle_type", handle_type, METH_VARARGS,

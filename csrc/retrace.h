@@ -151,6 +151,10 @@ uint64_t rt_reader_file_size(rt_reader *r);
 uint64_t rt_reader_chunk_count(rt_reader *r);
 void rt_reader_close(rt_reader *r);
 
+/* Exceptions of class cls keep the dict fn(exc) returns too (their state
+ * holds it; decoding puts it into __dict__). */
+int rt_codec_exception_extras(PyObject *cls, PyObject *fn);
+
 /* Adds the Opaque type (decoded unencodable values) to the module. */
 int rt_codec_add_types(PyObject *module);
 

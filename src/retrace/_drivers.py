@@ -21,18 +21,34 @@ import importlib
 from . import _engine, _onimport, _tables
 
 _replay_keep = []   # replay: callbacks the stand-ins would otherwise not hold
+_OWN_CODE = set()   # packages of the drivers' own Python code
 
 
 def callback(func, plain=()):
     """func wrapped for the driver, unless it is None, already wrapped, or
-    one of `plain` (builtin factories such as str, which need no replay)."""
+    one of `plain` (builtin factories such as str, which need no replay), or
+    the driver's own code (its typecasters and adapters make plain values)."""
     if func is None or isinstance(func, _engine.Callback) or not callable(func) \
-            or any(func is p for p in plain):
+            or any(func is p for p in plain) \
+            or (getattr(func, "__module__", None) or "").split(".")[0] in _OWN_CODE:
         return func
     wrapped = _engine.Callback(func)
     if _engine.mode() == "replay":
         _replay_keep.append(wrapped)
     return wrapped
+
+
+def statement(args, kwargs):
+    """The SQL text of a call, which replay checks."""
+    sql = args[0] if args else next((kwargs[k] for k in ("sql", "sql_script", "query", "procname")
+                                     if k in kwargs), None)
+    return sql if isinstance(sql, (str, bytes)) else None
+
+
+def check_statement(qualname, recorded, sql):
+    if sql != recorded:
+        _engine.divergence("the program runs another statement than the recorded run",
+                           f"{qualname}({recorded!r})", f"{qualname}({sql!r})")
 
 
 def unwrap(func):
@@ -99,19 +115,18 @@ def aggregate(cls):
 
 
 def _callback_method(qualname, orig, spots, wrap):
-    """An event whose callable arguments are wrapped first, in both runs."""
+    """An event whose callable arguments are wrapped first, outside the event
+    and in both runs (replay makes the callbacks before the call's records)."""
     apply = _wrapping(spots, wrap)
+    event = _engine.BoundaryMethod(qualname, orig, receiver=True)
 
-    def record(obj, *args, **kwargs):
-        args, kwargs = apply((obj, *args), kwargs)
-        result = orig(*args, **kwargs)
-        return result, result
+    def method(*args, **kwargs):
+        args, kwargs = apply(args, kwargs)
+        return event(*args, **kwargs)
 
-    def replay(recorded, obj, *args, **kwargs):
-        apply((obj, *args), kwargs)
-        return recorded
-
-    return _engine.BoundaryMethod(qualname, record, replay=replay, split=True, receiver=True)
+    method.__name__ = method.__qualname__ = orig.__name__
+    method.__doc__ = orig.__doc__
+    return method
 
 
 def _factory_property(descr, plain):
@@ -145,7 +160,8 @@ def _install_type(module, cls, prefix, spec, support):
     for name in dict.fromkeys([*getters, *setters]):
         if name in d:
             _attribute(cls, name, f"{prefix}.{name}", name in getters, name in setters)
-    for table, wrap in (("callbacks", callback), ("aggregates", aggregate)):
+    for table, wrap in (("callbacks", callback), ("aggregates", aggregate),
+                        ("files", getattr(support, "file_callbacks", None))):
         for name, spots in spec.get(table, {}).items():
             if name in d:
                 _engine.patch_type(cls, name, _callback_method(f"{prefix}.{name}", d[name],
@@ -171,6 +187,7 @@ def _registry(orig, spots):
 def _install_driver(module, spec):
     from . import _patch
     support = importlib.import_module(f"retrace.{spec['support']}")
+    _OWN_CODE.update(spec.get("own_code", ()))
     support.prepare(module)
     replaced = {}
     for name in spec.get("functions", ()):
@@ -188,6 +205,19 @@ def _install_driver(module, spec):
         if cls is not None:
             _install_type(module, cls, f"{module.__name__}.{typename}", typespec, support)
     support.finish(module)
+    _patch._rewrite_references(replaced)
+    for modname, registries in spec.get("python_registries", {}).items():
+        _onimport.when_imported(modname, lambda m, r=registries: _install_registries(m, r))
+
+
+def _install_registries(module, registries):
+    from . import _patch
+    replaced = {}
+    for name, spots in registries.items():
+        orig = module.__dict__.get(name)
+        if orig is not None:
+            replaced[id(orig)] = (orig, _registry(orig, spots))
+            setattr(module, name, replaced[id(orig)][1])
     _patch._rewrite_references(replaced)
 
 

@@ -22,6 +22,7 @@ another query stops with a divergence.
 import _sqlite3
 
 from . import _engine
+from ._drivers import check_statement, statement
 
 _members = {}      # name -> the original member descriptor of Cursor or Connection
 _private = None    # the connection replayed cursors are made on
@@ -56,18 +57,6 @@ def _standin_cursor(cls):
 
 
 STANDINS = {"Connection": _standin_connection, "Cursor": _standin_cursor}
-
-
-def statement(args, kwargs):
-    """The SQL text of a call, which replay checks."""
-    sql = args[0] if args else kwargs.get("sql", kwargs.get("sql_script", kwargs.get("query")))
-    return sql if isinstance(sql, (str, bytes)) else None
-
-
-def check_statement(qualname, recorded, sql):
-    if sql != recorded:
-        _engine.divergence("the program runs another statement than the recorded run",
-                           f"{qualname}({recorded!r})", f"{qualname}({sql!r})")
 
 
 def execute(cls, name, qualname, orig):

@@ -100,17 +100,22 @@ CONSTANTS = {
 #               external objects (connections)
 #   registries  module functions that take a callable the driver calls back
 #               later: {name: (position of the callable, ...)}; not events
+#   python_registries  the same in the driver's Python modules
+#   own_code    packages whose callables (the driver's own typecasters and
+#               adapters, which make plain values) need no replay
 #   objects     the driver's types whose instances are external objects:
 #     events      methods that are events on the object (the record carries
 #                 the object's handle; a call on another object diverges)
-#     execute     events that run a statement: they also bring the cursor's
-#                 state (description, lastrowid) to the replay's stand-in
+#     execute     events that run a statement (or make a cursor): replay
+#                 checks the statement is the recorded one (the support
+#                 module may keep more of the cursor's state)
 #     getters     attributes read from the server or the library: events
 #     setters     attributes whose assignment reaches the library: events
 #     callbacks   methods that take callables the driver calls back:
 #                 {name: (positions after self, or keyword names)}; events
 #     aggregates  the same for classes whose instances the driver calls back
 #                 (step, finalize, value, inverse)
+#     files       the same for file objects the driver reads or writes (COPY)
 #     factories   attributes holding a callable the driver calls back (row
 #                 factories): wrapped on assignment, unwrapped on reading
 DRIVERS = {
@@ -140,6 +145,39 @@ DRIVERS = {
                 "getters": ["rowcount"],
                 "factories": ["row_factory"],
             },
+        },
+    },
+}
+
+DRIVERS["psycopg2._psycopg"] = {
+    "support": "_psycopg",
+    "own_code": ["psycopg2"],
+    "functions": ["_connect"],
+    "registries": {"new_type": (2, "castobj")},
+    "python_registries": {"psycopg2.extensions": {"register_adapter": (1,)}},
+    "objects": {
+        "connection": {
+            "events": ["close", "commit", "rollback", "cursor", "cancel", "reset", "set_session",
+                       "set_isolation_level", "set_client_encoding", "get_parameter_status",
+                       "get_transaction_status", "get_backend_pid", "get_dsn_parameters",
+                       "fileno", "poll", "isexecuting", "tpc_begin", "tpc_prepare", "tpc_commit",
+                       "tpc_rollback", "tpc_recover", "__enter__", "__exit__"],
+            "getters": ["autocommit", "isolation_level", "readonly", "deferrable", "encoding",
+                        "server_version", "protocol_version", "status", "closed", "notices",
+                        "dsn", "async", "async_", "cursor_factory"],
+            "setters": ["autocommit", "isolation_level", "readonly", "deferrable",
+                        "cursor_factory"],
+        },
+        "cursor": {
+            "events": ["fetchone", "fetchmany", "fetchall", "__iter__", "__next__", "scroll",
+                       "close", "nextset", "cast", "__enter__", "__exit__"],
+            "execute": ["execute", "executemany", "callproc", "mogrify"],
+            "files": {"copy_expert": (1, "file"), "copy_from": (0, "file"),
+                      "copy_to": (0, "file")},
+            "getters": ["rowcount", "rownumber", "lastrowid", "statusmessage", "query", "closed",
+                        "connection", "name", "scrollable", "withhold", "arraysize", "itersize",
+                        "tzinfo_factory"],
+            "setters": ["scrollable", "withhold", "arraysize", "itersize", "tzinfo_factory"],
         },
     },
 }
