@@ -53,7 +53,7 @@ def worker(k, results):
         wc.execute("select %s * 10, pg_backend_pid() > 0", (k,))
         results[k] = wc.fetchone()
     c.close()
-    print(f"worker {k} done")
+    sys.stdout.write(f"worker {k} done\n")   # one write: whole lines from threads
 
 
 results = {}

@@ -10,15 +10,19 @@ setup.commit()
 lock = threading.Lock()
 
 
+def say(line):
+    sys.stdout.write(line + "\n")   # one write: whole lines, whatever the threads do
+
+
 def worker(k):
     conn = sqlite3.connect(path, timeout=60)
     for n in range(5):
         with lock, conn:
             cur = conn.execute("insert into events values (?, ?, ?)", (k, n, n * n))
-            print(f"worker {k} inserted {n}: rowcount {cur.rowcount}, lastrowid "
-                  f"{type(cur.lastrowid).__name__} {cur.lastrowid > 0}")
+            say(f"worker {k} inserted {n}: rowcount {cur.rowcount}, lastrowid "
+                f"{type(cur.lastrowid).__name__} {cur.lastrowid > 0}")
     total = conn.execute("select sum(square) from events where worker = ?", (k,)).fetchone()
-    print(f"worker {k} total: {total!r}")
+    say(f"worker {k} total: {total!r}")
     conn.close()
 
 
