@@ -8,14 +8,15 @@
 
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
-ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py tests/test_bad_input.py
+ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py tests/test_bad_input.py \
+             tests/test_sqlite.py
 
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
 .PHONY: dev test test-asan demo bench bench-web clean $(addprefix test-,$(VERSIONS))
 
-.venv-%/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
+.venv-%/done: Makefile pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
 	$(call python_for,$*) -m venv .venv-$*
 	.venv-$*/bin/pip install -q --upgrade pip
