@@ -196,7 +196,9 @@ def render_micro(results, cfg):
         "", "Bytes per event: chunk payload bytes (stored: as written, zlib level 1; raw: "
         "before compression) over all events of the trace, including the few every "
         "recording makes at startup. The socket row is one `sendall` of 4 KB and one "
-        "`recv(4096)` on a TCP connection over 127.0.0.1: two intercepted calls."]
+        "`recv(4096)` on a TCP connection over 127.0.0.1; the sqlite3 row one `execute` of a "
+        "point query on an in-memory table and its `fetchone`: each a pair of intercepted "
+        "calls (see *events per call*). bench/db.py measures the database drivers further."]
 
 
 def render_workloads(results, cfg):

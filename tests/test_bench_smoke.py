@@ -40,7 +40,7 @@ def test_quick_bench(tmp_path):
     assert set(results["micro"]) == {"time.time()", "time.monotonic()", "os.getpid()",
                                      "os.urandom(16)", "random.Random()", "os.stat(path)",
                                      "open(path).read() 4 KB",
-                                     "socket.recv 4 KB, TCP loopback"}
+                                     "socket.recv 4 KB, TCP loopback", "sqlite3 point query"}
     for op, r in results["micro"].items():
         for key in MICRO_POSITIVE:
             assert positive(r[key]), (op, key, r[key])
