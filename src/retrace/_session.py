@@ -143,6 +143,7 @@ def start_replay(path):
     if recorded != tuple(sys.version_info[:2]):
         _engine.stop()
         raise ReplayVersionError(head)
+    _restore_pythonpath(head)
     os.environ._data.clear()
     for name, value in head["env"].items():
         os.environ._data[os.environ.encodekey(name)] = os.environ.encodevalue(value)
@@ -151,6 +152,22 @@ def start_replay(path):
     _engine.start_replay()
     _patch.install(exit_now)
     return head
+
+
+def _pythonpath(value, cwd):
+    return [os.path.join(cwd, p) for p in (value or "").split(os.pathsep) if p]
+
+
+def _restore_pythonpath(head):
+    """sys.path holds the PYTHONPATH the interpreter started with: replay
+    imports from the recorded one (a test run under `PYTHONPATH=src pytest`
+    replays from a shell without it)."""
+    here = _pythonpath(os.environ.get("PYTHONPATH"), os.getcwd())
+    recorded = _pythonpath(head["env"].get("PYTHONPATH"), head["cwd"])
+    if here == recorded:
+        return
+    rest = [p for p in sys.path[1:] if p not in here or p in recorded]
+    sys.path[1:] = [p for p in recorded if p not in rest] + rest
 
 
 def switch_replay(path):
