@@ -106,7 +106,9 @@ def run(target):
         with _session.internal():
             uncaught = _session.describe_exception(error)
             sys.excepthook(type(error), error, error.__traceback__)
-        uncaught["crash_index"] = crash_index
+        # An exception raised again later (the pytest plugin's child raises a
+        # test's failure after pytest finished) says where it happened.
+        uncaught["crash_index"] = getattr(error, "_retrace_crash_index", crash_index)
         status = 130 if isinstance(error, KeyboardInterrupt) else 1
     # Then, as at interpreter exit: join threads, run atexit callbacks. They
     # belong to the run: they may cross the boundary.
