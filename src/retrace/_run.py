@@ -16,7 +16,7 @@ Exit status: the program's own, 2 for an unusable trace, 3 for a divergence
 import os
 import sys
 
-from . import _engine, _fork, _session
+from . import _engine, _fork, _session, _settings
 from .errors import ReplayDivergence, TraceCorrupt
 
 EXIT_ERROR = 2
@@ -135,6 +135,8 @@ def record(trace, kind, target_arg, args):
         _session.start_recording(trace, target, seed)
     except OSError as exc:
         fail(f"cannot record to {trace}: {exc}")
+    except _settings.SettingError as exc:
+        fail(str(exc))
     status, uncaught = run(target)
     _session.end_record(status, uncaught)
     sys.stdout.flush()
@@ -225,6 +227,9 @@ def check(trace, maps):
     try:
         status, uncaught = run(target)
     except ReplayDivergence as exc:
+        if exc.cut and (crash_index is None or exc.index < crash_index):
+            fail(f"cannot check {trace}: the recording stops at event {exc.index}, before the "
+                 f"recorded crash point ({crash}): {exc.expected}")
         if not exc.at_end and (crash_index is None or exc.index < crash_index):
             verdict(EXIT_DIVERGED, "DIVERGED before the recorded crash point "
                     f"({crash}): the code on the path to it changed.\n{exc}")
