@@ -98,8 +98,8 @@ def run(target):
         flush_io()
     if isinstance(error, SystemExit):
         status = exit_status(error)
-    elif isinstance(error, ReplayDivergence):
-        raise error
+    elif isinstance(error, (ReplayDivergence, TraceCorrupt)):
+        raise error     # the replay's failure, not the program's
     elif error is not None:
         tb = error.__traceback__
         error.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
@@ -226,6 +226,8 @@ def check(trace, maps):
     _engine.set_live_outputs()     # a fixed program's output is its own
     try:
         status, uncaught = run(target)
+    except TraceCorrupt as exc:
+        fail(str(exc))
     except ReplayDivergence as exc:
         if exc.cut and (crash_index is None or exc.index < crash_index):
             fail(f"cannot check {trace}: the recording stops at event {exc.index}, before the "

@@ -9,7 +9,7 @@ asked for (docs/pytest.md):
                                     whose outcome is `retrace check`'s
 
 Recording runs each test in its own recorded pytest process
-(`retrace record -c ...` running `pytest NODEID`): Retrace patches the whole
+(`retrace record -m retrace.pytest_plugin NODEID ...`, which runs pytest): Retrace patches the whole
 interpreter before the program starts, and a replay needs the run from its
 start, fixtures included. The child sends its test reports back through a
 file; the parent re-emits them as its own, so terminal output, -x and the
@@ -33,7 +33,6 @@ import pytest
 
 # Set in the recorded child: the file that receives its test reports.
 CHILD_ENV = "RETRACE_PYTEST_CHILD"
-CHILD_CODE = "import retrace.pytest_plugin as p; p.child_main()"
 MAX_NAME = 150
 REWRITE_WARNING = ("ignore:Module already imported so cannot be rewritten; retrace"
                    ":pytest.PytestAssertRewriteWarning")
@@ -140,7 +139,9 @@ class Recorder:
         os.close(fd)
         env = dict(os.environ, **{CHILD_ENV: report_path})
         env.pop("PYTEST_CURRENT_TEST", None)
-        cmd = [sys.executable, "-m", "retrace", "record", "-o", trace, "-c", CHILD_CODE,
+        # A module, not -c code: replay then runs this installed module, never
+        # code stored in the trace.
+        cmd = [sys.executable, "-m", "retrace", "record", "-o", trace, "-m", __name__,
                *self.child_args(item, len(self.timings))]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=self.config.rootpath, env=env, stdin=subprocess.DEVNULL,
@@ -384,3 +385,7 @@ class RecordingItem(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, f"retrace check {self.path.name}"
+
+
+if __name__ == "__main__":
+    child_main()
