@@ -58,6 +58,7 @@ PYTHON_CONFIG = $(call python_for,3.11)-config
 build/fuzz_reader: fuzz/fuzz_reader.c $(wildcard csrc/*.c csrc/*.h)
 	mkdir -p build
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined \
 	  $$($(PYTHON_CONFIG) --includes) csrc/*.c fuzz/fuzz_reader.c -o $@ \
 	  $$($(PYTHON_CONFIG) --ldflags --embed) -lz -lpthread
 

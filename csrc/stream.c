@@ -1040,6 +1040,8 @@ load_chunk(rt_reader *r)
         return corrupt(r, "raw length %u exceeds the limit of %u", raw_len, MAX_RAW_LEN);
     if (!(flags & RT_CHUNK_ZLIB) && stored_len != raw_len)
         return corrupt(r, "stored length %u differs from raw length %u", stored_len, raw_len);
+    if ((flags & RT_CHUNK_ZLIB) && raw_len == 0)
+        return corrupt(r, "compressed chunk with an empty payload");
     if (stored_len > left - CHUNK_HEADER_LEN) {
         r->truncated = (int64_t)r->off;
         return 0;

@@ -495,6 +495,7 @@ def test_mutated_records_replay_and_inspect_cleanly(world):
         if result.code != 0:
             assert retrace_lines(result.err), where
         info = world.retrace("inspect", path, "--json")
-        assert info.code in (0, 2) and TRACEBACK not in info.err, where
+        assert info.code in (0, 2) and TRACEBACK not in info.err, \
+            f"seed {seed}, mutation {n}\n" + info.describe()
         if info.code == 0:
             json.loads(info.out)

@@ -5,11 +5,14 @@ import os
 import time
 
 from . import _engine
+from .errors import TraceCorrupt
 
 
 def _varint(data, pos):
     value = shift = 0
     while True:
+        if pos >= len(data):
+            raise TraceCorrupt(f"a record ends inside a varint: {data[:40]!r}")
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
