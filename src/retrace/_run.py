@@ -183,11 +183,23 @@ def follow_fork(trace):
     return parent
 
 
+def start_replay(trace):
+    """Start the replay; the startup events (time zone constants, stdio set-up)
+    are replayed here, so a damaged value in them is reported, not raised."""
+    try:
+        _session.start_replay(trace)
+    except (TraceCorrupt, OSError, _session.ReplayVersionError):
+        raise
+    except Exception as exc:
+        raise TraceCorrupt(f"{trace}: the recorded start of the run does not fit this replay "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
 def replay(trace, maps):
     try:
         trace = follow_fork(trace)
         target = locate_program(_session.read_header(trace), maps)
-        _session.start_replay(trace)
+        start_replay(trace)
         status, _ = run(target)
         recorded = _engine.end(None)
     except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
@@ -211,7 +223,7 @@ def check(trace, maps):
     try:
         header = _session.read_header(trace)
         target = locate_program(header, maps)
-        _session.start_replay(trace)
+        start_replay(trace)
         recorded = _session.recorded_end()
     except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
         fail(str(exc))
