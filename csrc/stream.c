@@ -538,7 +538,8 @@ fits(rt_writer *w, size_t len, char *note, size_t notelen)
 int
 rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len)
 {
-    char note[512] = "";
+    char note[512];
+    note[0] = '\0';      /* not "= {0}": zeroing 512 bytes per record shows */
     int rc = -1;
     int is_end = len > 0 && rec[0] == RT_REC_END;
     pthread_mutex_lock(&w->mu);
