@@ -8,10 +8,10 @@ asked for (docs/pytest.md):
     pytest --retrace-check PATHS    each *.retrace file under PATHS is a test
                                     whose outcome is `retrace check`'s
 
-Recording runs each test in its own recorded pytest process
-(`retrace record -m retrace.pytest_plugin NODEID ...`, which runs pytest): Retrace patches the whole
-interpreter before the program starts, and a replay needs the run from its
-start, fixtures included. The child sends its test reports back through a
+Recording runs each test in its own recorded pytest process (`retrace record
+-m retrace.pytest_plugin NODEID ...`, which runs pytest): Retrace patches the
+whole interpreter before the program starts, and a replay needs the run from
+its start, fixtures included. The child sends its test reports back through a
 file; the parent re-emits them as its own, so terminal output, -x and the
 exit status behave as usual. A failed test's exception is raised again once
 the child's pytest has finished, so the recorded run ends with it as its
@@ -22,6 +22,7 @@ import codecs
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +38,8 @@ MAX_NAME = 150
 REWRITE_WARNING = ("ignore:Module already imported so cannot be rewritten; retrace"
                    ":pytest.PytestAssertRewriteWarning")
 
-# `retrace check` exit statuses (retrace._run)
-FIXED, REPRODUCED, ERROR, DIVERGED, NOTHING = 0, 1, 2, 3, 4
+# `retrace check` exit statuses (retrace._run): the others are failures
+FIXED, NOTHING_TO_CHECK = 0, 4
 
 
 def pytest_addoption(parser):
@@ -213,7 +214,6 @@ class Recorder:
                 tr.write_line(f"  retrace debug {trace} --at-crash")
 
     def pytest_unconfigure(self, config):
-        import shutil
         shutil.rmtree(self.basetemp, ignore_errors=True)
 
 
@@ -278,10 +278,9 @@ class _Child:
 def _without_pytest_frames(tb):
     """The traceback from the first frame that is not pytest's or pluggy's:
     the recorded run's traceback starts in the test."""
-    import pluggy
-    machinery = tuple(os.path.dirname(m.__file__) + os.sep for m in (pytest, pluggy))
     import _pytest
-    machinery += (os.path.dirname(_pytest.__file__) + os.sep,)
+    import pluggy
+    machinery = tuple(os.path.dirname(m.__file__) + os.sep for m in (pytest, _pytest, pluggy))
     first = tb
     while first is not None and first.tb_frame.f_code.co_filename.startswith(machinery):
         first = first.tb_next
@@ -368,7 +367,7 @@ class RecordingItem(pytest.Item):
                         if line.startswith("retrace check: ")), None)
         if proc.returncode == FIXED and verdict:
             return
-        if proc.returncode == NOTHING:
+        if proc.returncode == NOTHING_TO_CHECK:
             self.skip(verdict or "the recorded run did not fail: nothing to check")
         raise CheckFailed(f"{verdict or 'retrace check failed'} (exit status "
                           f"{proc.returncode})\n--- the replay's stdout ---\n{out}"
