@@ -45,7 +45,7 @@ engine_write_records(PyObject *Py_UNUSED(m), PyObject *args)
     char err[512];
     if (!PyArg_ParseTuple(args, "sy*O!", &path, &header, &PyList_Type, &records))
         return NULL;
-    rt_writer *w = rt_writer_open(path, header.buf, (size_t)header.len, err, sizeof err);
+    rt_writer *w = rt_writer_open(path, header.buf, (size_t)header.len, NULL, err, sizeof err);
     PyBuffer_Release(&header);
     if (!w) {
         PyErr_SetString(PyExc_OSError, err);

@@ -103,23 +103,63 @@ PyObject *rt_decode_refs(rt_cursor *in, PyObject *refs);
 #define RT_CHUNK_ZLIB 1u              /* chunk flag: payload is zlib-compressed */
 #define RT_FLUSH_INTERVAL_MS 100
 
+/* Record kinds the stream layer itself knows (the others: boundary.c). */
+#define RT_REC_END 'E'                /* the end of the run */
+#define RT_REC_CUT 'X'                /* the recording stops here: varint reason, varint limit */
+
+/* Why a recording was cut (the reason in an RT_REC_CUT record). */
+enum {
+    RT_CUT_SIZE = 1,       /* the file reached RETRACE_MAX_SIZE */
+    RT_CUT_MEMORY = 2,     /* the writer fell behind: the backlog reached RETRACE_MAX_MEMORY */
+    RT_CUT_FLIGHT = 3,     /* the flight recorder's memory (RETRACE_FLIGHT) is full */
+    RT_CUT_INTERNAL = 4,   /* a bug inside Retrace: the recording was stopped */
+};
+
+#define RT_DEFAULT_MAX_MEMORY (64u << 20)
+
+typedef struct {
+    uint64_t max_size;     /* bytes the file may reach (0: no limit) */
+    uint64_t max_memory;   /* records waiting for the writer (0: RT_DEFAULT_MAX_MEMORY) */
+    int flight;            /* keep the chunks in memory, up to max_size; the file is
+                            * written only by rt_writer_keep or a fatal signal */
+} rt_writer_limits;
+
 typedef struct rt_writer rt_writer;
 
 /* Create the trace file (mode 0600, O_EXCL is not used: an existing file is
- * replaced), write the file header, start the background writer thread.
- * On failure returns NULL and writes a message into err. */
+ * replaced; in flight mode the file is created later, if ever), write the
+ * file header, start the background writer thread. limits may be NULL. On
+ * failure returns NULL and writes a message into err. */
 rt_writer *rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
-                          char *err, size_t errlen);
+                          const rt_writer_limits *limits, char *err, size_t errlen);
 
 /* Append one record (copied). Thread-safe, never blocks on I/O. Records never
- * straddle chunks. Returns -1 after a sticky I/O error (record dropped). */
+ * straddle chunks. A record that would take the trace past max_size or the
+ * backlog past max_memory cuts the recording instead: an RT_REC_CUT record is
+ * appended, one line goes to stderr, and from then on only an RT_REC_END
+ * record is accepted. Returns -1 when the record was not taken (cut, or a
+ * sticky I/O error). */
 int rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len);
+
+/* Cut the recording here (RT_CUT_INTERNAL): the caller reports why. */
+void rt_writer_cut(rt_writer *w, int reason);
+
+/* The recording was cut (or failed): appends are refused. Lock-free. */
+int rt_writer_stopped(rt_writer *w);
+
+/* Flight mode: write the file now (header and the chunks kept in memory) and
+ * go on writing to it. 0, or -1 with a message in err. */
+int rt_writer_keep(rt_writer *w, char *err, size_t errlen);
+
+/* Describe an RT_REC_CUT record for people ("cut by RETRACE_MAX_SIZE (...)"). */
+void rt_describe_cut(const uint8_t *rec, size_t len, char *out, size_t outlen);
 
 /* Write everything appended so far and wait until it reached the file. */
 int rt_writer_flush(rt_writer *w);
 
 /* Flush, stop the thread, close the file, free. Returns 0, or -1 if any
- * I/O error happened during the recording (message in err). */
+ * I/O error happened during the recording (message in err). A flight
+ * recording that was never kept is discarded: no file is created. */
 int rt_writer_close(rt_writer *w, char *err, size_t errlen);
 
 /* The first I/O error, or NULL. */
@@ -136,6 +176,8 @@ typedef struct rt_reader rt_reader;
 
 /* Open and validate the file header. NULL + message on failure. */
 rt_reader *rt_reader_open(const char *path, char *err, size_t errlen);
+/* The same over bytes in memory, which must outlive the reader (fuzzing). */
+rt_reader *rt_reader_open_bytes(const uint8_t *data, size_t size, char *err, size_t errlen);
 const uint8_t *rt_reader_header(rt_reader *r, size_t *len);
 
 /* Next record: 1 and (*rec, *len) valid until the next call; 0 at the end of
