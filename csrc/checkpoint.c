@@ -4,8 +4,9 @@
  *
  * Protocol.  Frames of a u32 length (little endian) followed by that many
  * bytes, whose first byte is the kind: 'J' a JSON object, 'O' program
- * output (u8 fd, u64 its number among the program's writes, the bytes: a
- * write replayed again has the same number), 'C' the controller's commands
+ * output (u8 fd, u64 its number among the program's writes, so a write
+ * replayed again has the same number, u64 the step it was written at, the
+ * bytes), 'C' the controller's commands
  * (text lines).  Every process connects to the controller's Unix socket on
  * its own and says hello (role, pid, position).  A paused process serves
  * commands: "fork" (a copy paused at the same position, the basis of
@@ -597,11 +598,13 @@ debug_output(PyObject *Py_UNUSED(m), PyObject *args)
         PyBuffer_Release(&data);
         return PyErr_Format(PyExc_RuntimeError, "not connected to a debugger");
     }
-    uint8_t head[9];
-    uint64_t n = g_writes++;
+    uint8_t head[17];
+    uint64_t n = g_writes++, step = rt_stepper_step();
     head[0] = (uint8_t)fd;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 8; i++) {
         head[1 + i] = (uint8_t)(n >> (8 * i));
+        head[9 + i] = (uint8_t)(step >> (8 * i));
+    }
     send_frame('O', head, sizeof head, data.buf, (size_t)data.len);
     PyBuffer_Release(&data);
     return PyLong_FromSsize_t(data.len);

@@ -115,7 +115,9 @@ class _Proc:
         self.dead = False
 
     def update(self, message):
-        if "step" in message:
+        if message["ev"] == "end":
+            self.pos, self.ended, self.at = (message["total"], 0), True, "end"
+        elif "step" in message:
             self.pos = (message["step"], message["k"])
             self.forkable = bool(message["forkable"])
             self.ended = bool(message["ended"])
@@ -208,7 +210,8 @@ class Debugger:
         self._raised = False
         self._uncaught = True
         self._end = None                # the end report, once a process got there
-        self._out_seq = -1
+        self._out_seq = -1              # the last write shown
+        self._out_pending = {}          # write number -> (step, stream, bytes) not yet shown
         self._decoders = {}
         self._info = {}
         self._main = None
@@ -375,15 +378,25 @@ class Debugger:
                 return message
 
     def _output(self, body):
-        fd, seq = struct.unpack("<BQ", body[:9])
-        if seq <= self._out_seq:
-            return                      # shown already, when the replay first got here
-        self._out_seq = seq
-        stream = "stdout" if fd == 1 else "stderr"
-        decoder = self._decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
-        text = decoder.decode(body[9:])
-        if text and self._on_output:
-            self._on_output(stream, text)
+        """A write of the program, kept until the current position passes it
+        (a run to the end or a scan may replay it long before). A write
+        replayed again is not shown again."""
+        fd, seq, step = struct.unpack("<BQQ", body[:17])
+        if seq > self._out_seq:
+            self._out_pending[seq] = (step, "stdout" if fd == 1 else "stderr", body[17:])
+
+    def _show_output(self, stop):
+        for seq in sorted(self._out_pending):
+            step, stream, data = self._out_pending[seq]
+            if seq != self._out_seq + 1 or (step >= stop.step and stop.reason != "end"):
+                break
+            del self._out_pending[seq]
+            self._out_seq = seq
+            decoder = self._decoders.setdefault(
+                stream, codecs.getincrementaldecoder("utf-8")("replace"))
+            text = decoder.decode(data)
+            if text and self._on_output:
+                self._on_output(stream, text)
 
     def _console(self, text):
         if text and self._on_output:
@@ -464,7 +477,8 @@ class Debugger:
                     for variant in dict.fromkeys((bp["file"], os.path.realpath(bp["file"]))):
                         lines.append(f"file {files[bp['file']]} {variant}")
                 op, n = bp["hit"]
-                lines.append(f"line {bp_id} {files[bp['file']]} {bp['line']} {op} {n}")
+                lines.append(f"line {bp_id} {files[bp['file']]} {bp['line']} {op} {n} "
+                             f"{bp.get('hits', 0)}")
             else:
                 lines.append(f"func {bp_id} {_escape(bp['name'])}")
             if bp["condition"]:
@@ -518,19 +532,24 @@ class Debugger:
                     frame_start=message["start"])
         self._drop_inspectors()
         self.stop = stop
+        self._show_output(stop)
         if cause == "missed":
             self._console("retrace: warning: the replay did not raise the exception recorded at "
                           f"step {stop.step}: it is not deterministic here\n")
         self._check_known(stop)
         if message.get("exc_type"):
-            info = self.exception_info() or {}
-            stop.exception = (info.get("type", message["exc_type"]), info.get("message", ""))
             if cause == "divergence":
                 stop.reason = "exception"
+            try:
+                info = self.exception_info() or {}
+            except DebuggerError as exc:
+                info = {"message": f"<not available: {exc}>"}
+            stop.exception = (info.get("type", message["exc_type"]), info.get("message", ""))
         if reason == "crash" and self._end and self._end.get("exception"):
             stop.exception = tuple(self._end["exception"])
         for bp_id in stop.breakpoint_ids:
-            if self._breakpoints.get(bp_id, {}).get("temporary") and stop.reason == "breakpoint":
+            if self._breakpoints.get(bp_id, {}).get("temporary") and \
+                    stop.reason in ("breakpoint", "function breakpoint"):
                 self.remove_breakpoint(bp_id)
         return stop
 
@@ -541,6 +560,7 @@ class Debugger:
         self.stop = Stop(step=message["total"], reason="end", thread=0,
                          event_index=message["event"], file=None, line=None, function=None,
                          exception=tuple(message["exception"]) if message["exception"] else None)
+        self._show_output(self.stop)
         if message.get("divergence"):
             self._console(f"retrace: the replay diverged: {message['divergence']}\n")
         return self.stop
@@ -586,6 +606,10 @@ class Debugger:
                 message = self._wait(proc, ("stop", "end"))
             finally:
                 self._running = None
+            hits = message.get("hits", [])
+            for bp_id, count in zip(hits[::2], hits[1::2]):
+                if bp_id in self._breakpoints:
+                    self._breakpoints[bp_id]["hits"] = count
             stop = self._arrive(message, "crash" if target else "step")
             if message["ev"] == "end" and self._uncaught and self._crash_position() and \
                     self._crash_position() > start:
@@ -648,7 +672,12 @@ class Debugger:
                       frame=frame)
             message = self._wait(proc, ("scan", "stop", "end"))
             self._keep(proc)
-            if message["ev"] == "scan" and message["found"]:
+            if message["ev"] == "end":
+                self._end = self._end or message
+                message = message["scan"]
+            elif message["ev"] != "scan" or not message["found"]:
+                message = None
+            if message:
                 return message
             end = base.pos
 
@@ -748,12 +777,13 @@ class Debugger:
                               "hit_condition": hit_condition, "temporary": temporary,
                               "log_message": log_message or None})
 
-    def add_function_breakpoint(self, name, *, condition=None):
+    def add_function_breakpoint(self, name, *, condition=None, temporary=False):
         with self._lock:
             if condition:
                 self._check_syntax(condition)
             return self._add({"kind": "function", "name": name, "condition": condition or None,
-                              "hit": (HIT_ALWAYS, 0), "temporary": False, "log_message": None})
+                              "hit": (HIT_ALWAYS, 0), "temporary": temporary,
+                              "log_message": None})
 
     @staticmethod
     def _check_syntax(expression):
@@ -775,7 +805,7 @@ class Debugger:
                 self._bp_gen += 1
 
     def breakpoints(self):
-        return [{"id": bp_id, **{k: v for k, v in bp.items() if k != "hit"}}
+        return [{"id": bp_id, "hits": 0, **{k: v for k, v in bp.items() if k != "hit"}}
                 for bp_id, bp in self._breakpoints.items()]
 
     def set_exception_breakpoints(self, *, raised=False, uncaught=True):
