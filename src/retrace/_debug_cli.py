@@ -10,6 +10,7 @@ own output (recorded, replayed) is printed when the replay first passes it.
 import cmd
 import linecache
 import os
+import signal
 import sys
 
 from .debugger import Debugger, DebuggerError
@@ -66,11 +67,15 @@ class DebugShell(cmd.Cmd):
         self.say(f"-> {self.source_line(file, line)}")
 
     def move(self, action, *args):
+        """Ctrl-C during a move pauses it (forward moves stop where they are)."""
+        previous = signal.signal(signal.SIGINT, lambda *_: self.dbg.pause())
         try:
             stop = action(*args)
         except DebuggerError as exc:
             self.error(exc)
             return
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.show_stop(stop)
 
     def postcmd(self, stop, line):

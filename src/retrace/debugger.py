@@ -44,6 +44,7 @@ SCAN_NONE, SCAN_THREAD, SCAN_NEXT, SCAN_OUT, SCAN_BREAK = range(5)
 HIT_ALWAYS, HIT_EQ, HIT_GE, HIT_MOD = range(4)
 
 CHECKPOINT_INTERVAL = 0.05    # seconds of running between two checkpoints
+DENSE = 10                    # ... divided by this when replaying towards an earlier position
 MAX_CHECKPOINTS = 24          # besides the one at the start
 STARTUP_TIMEOUT = 60.0        # the replay process connects within this
 ANSWER_TIMEOUT = 30.0         # a paused process or an inspector answers within this
@@ -348,12 +349,7 @@ class Debugger:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError
-            try:
-                ready, _, _ = select.select([proc.sock, self._listener], [], [], remaining)
-            except KeyboardInterrupt:
-                if proc is self._running:
-                    proc.command("pause")
-                continue
+            ready, _, _ = select.select([proc.sock, self._listener], [], [], remaining)
             if self._listener in ready:
                 self._accept(0)
             if proc.sock not in ready:
@@ -411,19 +407,22 @@ class Debugger:
         return self._await_hello(message["pid"])
 
     def _keep(self, proc):
-        """Keep a paused, forkable process as a checkpoint (or let it go)."""
+        """Keep a paused, forkable process as a checkpoint (or let it go). One
+        forked by a running replay is where that replay is now: the pool is
+        thinned around it, not around the position the replay left."""
         if proc.ended or not proc.forkable or proc.pos in self._checkpoints:
             self._discard(proc)
             return
         self._checkpoints[proc.pos] = proc
+        here = proc.pos[0] if proc.role == "checkpoint" or not self._current else \
+            self._current.pos[0]
         while len(self._checkpoints) > self._max_checkpoints + 1:
-            self._discard(self._checkpoints.pop(self._least_useful()))
+            self._discard(self._checkpoints.pop(self._least_useful(here)))
 
-    def _least_useful(self):
+    def _least_useful(self, here):
         """The checkpoint whose loss costs least: the one leaving the smallest gap
-        behind, relative to its distance from the current position (so they
-        thin out geometrically into the past). The start is always kept."""
-        here = self._current.pos[0] if self._current else 0
+        behind, relative to its distance from here (so they thin out
+        geometrically into the past). The start is always kept."""
         positions = sorted(self._checkpoints)
         best, best_cost = None, None
         for i in range(1, len(positions)):
@@ -488,13 +487,16 @@ class Debugger:
         return lines
 
     def _run(self, proc, stop_at=None, rule=RULE_NONE, scan=SCAN_NONE, breakpoints=False,
-             exceptions=False, logs=False, hidden=None, frame=None):
+             exceptions=False, logs=False, hidden=None, frame=None, dense=False):
         """Send a run request. stop_at: a position (step, k) or None; frame: the
-        stop whose thread and frame the rule or scan is about (default: here)."""
+        stop whose thread and frame the rule or scan is about (default: here);
+        dense: checkpoints closer together (the user is going backwards, and
+        will likely go on: the next reverse step then replays little)."""
         frame = frame or self.stop
         step, k = stop_at if stop_at is not None else (-1, 0)
+        interval = self._interval_ns // DENSE if dense else self._interval_ns
         run = (f"run {step} {k} {rule} {scan} {frame.thread} {frame.depth} {frame.frame_start} "
-               f"{int(breakpoints)} {int(exceptions)} {int(logs)} {self._interval_ns}")
+               f"{int(breakpoints)} {int(exceptions)} {int(logs)} {interval}")
         proc.command(*self._table(hidden), run)
 
     def _replay_to(self, pos, **run):
@@ -505,7 +507,7 @@ class Debugger:
         if proc.pos == pos and proc.at == "stop":
             proc.command("again")
             return proc, self._wait(proc, ("stop", "scan"))
-        self._run(proc, stop_at=pos, **run)
+        self._run(proc, stop_at=pos, dense=pos < self._current.pos, **run)
         return proc, self._wait(proc, ("stop", "end"))
 
     def _become(self, proc):
@@ -646,8 +648,9 @@ class Debugger:
         return self._forward(RULE_NONE)
 
     def pause(self):
-        """Stop a forward move in progress (from another thread): it stops at
-        the next multiple of 1024 steps with reason "pause"."""
+        """Stop a forward move in progress (from another thread, or a signal
+        handler): it stops at the next multiple of 1024 steps with reason
+        "pause". Reverse moves and gotos are not interrupted."""
         proc = self._running
         if proc is not None:
             with contextlib.suppress(DebuggerError):
