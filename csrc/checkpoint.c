@@ -572,15 +572,25 @@ debug_reconnect(PyObject *Py_UNUSED(m), PyObject *arg)
     return PyLong_FromLong(g_fd);
 }
 
+/* The UTF-8 of a message for the controller; NULL with an exception set if
+ * it is not a str or there is no controller. */
+static const char *
+message_text(PyObject *arg, Py_ssize_t *n)
+{
+    if (g_fd < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "not connected to a debugger");
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(arg, n);
+}
+
 static PyObject *
 debug_send(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     Py_ssize_t n;
-    const char *text = PyUnicode_AsUTF8AndSize(arg, &n);
+    const char *text = message_text(arg, &n);
     if (!text)
         return NULL;
-    if (g_fd < 0)
-        return PyErr_Format(PyExc_RuntimeError, "not connected to a debugger");
     send_frame('J', text, (size_t)n, NULL, 0);
     Py_RETURN_NONE;
 }
@@ -616,11 +626,9 @@ static PyObject *
 debug_end(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     Py_ssize_t n;
-    const char *text = PyUnicode_AsUTF8AndSize(arg, &n);
+    const char *text = message_text(arg, &n);
     if (!text)
         return NULL;
-    if (g_fd < 0)
-        return PyErr_Format(PyExc_RuntimeError, "not connected to a debugger");
     for (;;) {
         send_frame('J', text, (size_t)n, NULL, 0);
         serve();

@@ -138,7 +138,9 @@ def test_llm_crash_steps_back_to_the_provider_reply(world, logging_provider):
 # Positions
 
 
-def test_goto_then_steps_is_goto_of_the_sum(world):
+def test_position_invariants(world):
+    """For random N and K: goto N then K steps is goto N+K (frames, line and
+    locals alike), and K reverse steps from there are back at N."""
     rec = record(world, "debug_loops")
     seed = secrets.randbelow(10**6)
     result = drive(world, """
@@ -149,42 +151,23 @@ def test_goto_then_steps_is_goto_of_the_sum(world):
         for _ in range(8):
             n, k = rng.randrange(total - 60), rng.randrange(1, 50)
             d.goto(n)
+            before = snap(d)
             for _ in range(k):
                 d.step()
             stepped = snap(d)
             d.goto(n + k)
-            cases.append([n, k, stepped, snap(d)])
+            direct = snap(d)
+            for _ in range(k):
+                d.reverse_step()
+            cases.append([n, k, before, stepped, direct, snap(d)])
         emit({"total": total, "cases": cases})
     """, rec.trace, seed)
     assert result["total"] > 2000
-    for n, k, stepped, direct in result["cases"]:
-        assert stepped["step"] == n + k, (seed, n, k)
-        assert stepped["function"] is not None
+    for n, k, before, stepped, direct, back in result["cases"]:
+        assert before["step"] == back["step"] == n and stepped["step"] == n + k, (seed, n, k)
+        assert stepped["function"] is not None and stepped["locals"] is not None
         assert stepped == direct, f"seed {seed}: goto {n} + {k} steps != goto {n + k}"
-
-
-def test_forward_then_reverse_returns_to_the_same_state(world):
-    rec = record(world, "debug_loops")
-    seed = secrets.randbelow(10**6)
-    result = drive(world, """
-        import random
-        d = Debugger(sys.argv[1])
-        d.goto(10**9)
-        rng, cases = random.Random(int(sys.argv[2])), []
-        for _ in range(6):
-            n, k = rng.randrange(d.total_steps - 60), rng.randrange(1, 40)
-            d.goto(n)
-            before = snap(d)
-            for _ in range(k):
-                d.step()
-            for _ in range(k):
-                d.reverse_step()
-            cases.append([n, k, before, snap(d)])
-        emit(cases)
-    """, rec.trace, seed)
-    for n, k, before, after in result:
-        assert after["step"] == n, (seed, n, k)
-        assert before == after, f"seed {seed}: {k} steps and {k} reverse steps from {n}"
+        assert back == before, f"seed {seed}: {k} steps and {k} reverse steps from {n}"
 
 
 def test_reverse_moves_by_frame(world):

@@ -437,6 +437,9 @@ class Debugger:
         if proc is not self._current:
             proc.kill()
             self._procs.discard(proc)
+            if proc.role == "main":         # our child: reap it
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._main.wait(timeout=10)
 
     def _drop_inspectors(self):
         for proc in self._inspectors:
