@@ -30,8 +30,7 @@ def start(trace, maps):
     try:
         trace = _run.follow_fork(trace)
         target = _run.locate_program(_session.read_header(trace), maps)
-        _engine.debug_send(json.dumps({"ev": "info", "trace": os.path.abspath(trace),
-                                       "path_map": _session.path_map}))
+        _engine.debug_send(json.dumps({"ev": "info", "path_map": _session.path_map}))
         _files._output_event = _engine.Boundary("sys.stdout.write", _engine.debug_output,
                                                 output=True)
         _session.start_replay(trace)

@@ -35,7 +35,7 @@ import tempfile
 import threading
 import weakref
 
-from . import _engine, _session
+from . import _session
 from .errors import RetraceError, TraceCorrupt
 
 # Run rules and scans (csrc/stepper.c)
@@ -583,7 +583,10 @@ class Debugger:
         """Run a copy of a paused process to the end once, to learn it."""
         if self._end is not None:
             return
-        base = self._current if self._current.forkable else self._base_for(self._current.pos)
+        self._accept_pending()
+        base = self._current if self._current.forkable else max(
+            (p for p in self._checkpoints.values() if p.pos <= self._current.pos),
+            key=lambda p: p.pos)
         proc = self._fork(base)
         self._run(proc)
         message = self._wait(proc, ("end", "stop"))
@@ -923,31 +926,10 @@ class Debugger:
             return self._ask(self._inspector(), "exception")
 
     def source_changed(self):
-        """Source files whose checksum differs from the recording's."""
-        maps = [tuple(p) for p in self._info.get("path_map", [])]
-
-        def local(path):
-            for recorded, here in maps:
-                if path == recorded or path.startswith(recorded + os.sep):
-                    return here + path[len(recorded):]
-            return path
-
-        trace = self._info.get("trace", self.recording)
-        sums = {}
-        header = _session.read_header(trace)
-        main = header["target"].get("path")
-        if main and header.get("main_checksum") is not None:
-            sums[main] = header["main_checksum"]
-        try:
-            _, records, _ = _engine._read_records(trace)
-        except TraceCorrupt:
-            records = []
-        for record in reversed(records):
-            if record[:1] == b"E":
-                sums.update((_engine.decode(record[1:]) or {}).get("sources", {}))
-                break
-        return sorted(local(path) for path, crc in sums.items()
-                      if crc is not None and _session.file_checksum(local(path)) != crc)
+        """Source files whose checksum differs from the recording's (with the
+        path map the replay used, found copies included)."""
+        return _session.changed_sources(self._header, self.recording,
+                                        [tuple(p) for p in self._info.get("path_map", [])])
 
     # -- the end ----------------------------------------------------------------------------
 
