@@ -1,5 +1,5 @@
 """The replay debugger: travel a recorded run forwards and backwards, and
-inspect it (docs/debugger.md, the API in DEBUGGER_API.md).
+inspect it (docs/debugger.md).
 
     from retrace.debugger import Debugger
     dbg = Debugger("run.retrace")        # paused before the program's first line
@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import weakref
 
 from . import _session
@@ -222,6 +223,9 @@ class Debugger:
         self._header = self._read_header(self.recording)
         self._maps = [f"{k}={v}" for k, v in (path_map or {}).items()]
         self._dir = tempfile.mkdtemp(prefix="retrace-debug-")
+        if len(self._dir) > 90:           # a Unix socket path has at most 107 bytes
+            os.rmdir(self._dir)
+            self._dir = tempfile.mkdtemp(prefix="retrace-debug-", dir="/tmp")
         self._finalizer = weakref.finalize(self, _kill_all, self._procs, None, self._dir)
         try:
             self._start()
@@ -281,16 +285,14 @@ class Debugger:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
-    def _died(self, proc):
-        """The error for a replay process that hung up: its log says why."""
-        proc.kill()
-        self._procs.discard(proc)
-        if proc.role == "main":
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._main.wait(timeout=30)
+    def _failure(self, otherwise):
+        """The error for a replay process that went away: its log says why."""
         text = self._log_text().strip()
-        return DebuggerError(text.replace("retrace: error: ", "") if text else
-                             f"the replay process {proc.pid} ended unexpectedly")
+        return DebuggerError(text.replace("retrace: error: ", "") if text else otherwise)
+
+    def _died(self, proc):
+        self._end_process(proc)
+        return self._failure(f"the replay process {proc.pid} ended unexpectedly")
 
     # -- messages ------------------------------------------------------------
 
@@ -317,7 +319,6 @@ class Debugger:
 
     def _await_hello(self, pid, timeout=ANSWER_TIMEOUT):
         """The process that said hello with this pid (None: the main one)."""
-        import time
         deadline = time.monotonic() + timeout
         while True:
             for key, proc in list(self._hellos.items()):
@@ -325,16 +326,12 @@ class Debugger:
                     return self._hellos.pop(key)
             remaining = deadline - time.monotonic()
             if pid is None and self._main.poll() is not None:
-                raise self._died_main()
+                raise self._failure(f"the replay process exited with status "
+                                    f"{self._main.returncode}")
             if remaining <= 0:
                 raise DebuggerError("a replay process did not connect within "
                                     f"{timeout:.0f} s" + self._log_tail())
             self._accept(min(remaining, 0.2))
-
-    def _died_main(self):
-        text = self._log_text().strip()
-        return DebuggerError(text.replace("retrace: error: ", "") or
-                             f"the replay process exited with status {self._main.returncode}")
 
     def _log_tail(self):
         text = self._log_text().strip()
@@ -343,7 +340,6 @@ class Debugger:
     def _wait(self, proc, events, timeout=None):
         """Read proc's messages until one of events; meanwhile take the hellos of
         new processes, and pass the program's output and log messages on."""
-        import time
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -433,13 +429,16 @@ class Debugger:
                 best, best_cost = positions[i], cost
         return best
 
+    def _end_process(self, proc):
+        proc.kill()
+        self._procs.discard(proc)
+        if proc.role == "main":             # our child: reap it
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._main.wait(timeout=30)
+
     def _discard(self, proc):
         if proc is not self._current:
-            proc.kill()
-            self._procs.discard(proc)
-            if proc.role == "main":         # our child: reap it
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._main.wait(timeout=10)
+            self._end_process(proc)
 
     def _drop_inspectors(self):
         for proc in self._inspectors:
@@ -477,7 +476,7 @@ class Debugger:
                 if bp["file"] not in files:
                     files[bp["file"]] = len(files)
                     for variant in dict.fromkeys((bp["file"], os.path.realpath(bp["file"]))):
-                        lines.append(f"file {files[bp['file']]} {variant}")
+                        lines.append(f"file {files[bp['file']]} {_escape(variant)}")
                 op, n = bp["hit"]
                 lines.append(f"line {bp_id} {files[bp['file']]} {bp['line']} {op} {n} "
                              f"{bp.get('hits', 0)}")
@@ -835,7 +834,6 @@ class Debugger:
         return answer["result"]
 
     def _wait_answer(self, proc, timeout):
-        import time
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
