@@ -303,6 +303,28 @@ def test_breakpoint_kinds(world):
     assert result["info"] == "ValueError"
 
 
+def test_pause_stops_a_forward_move(world):
+    rec = record(world, "debug_loops", 600)     # seconds of replay
+    result = drive(world, """
+        import threading
+        out = []
+        d = Debugger(sys.argv[1], on_output=lambda stream, text: out.append(text))
+        threading.Timer(0.3, d.pause).start()
+        paused = d.cont()
+        where = snap(d)
+        d.reverse_step()
+        d.step()
+        again = snap(d)
+        end = d.cont()
+        emit({"paused": [paused.reason, paused.step], "total": d.total_steps, "where": where,
+              "again": again, "end": end.reason, "output": "".join(out)})
+    """, rec.trace)
+    reason, step = result["paused"]
+    assert reason == "pause" and 0 < step < result["total"] and step % 1024 == 0, result["paused"]
+    assert result["where"] == result["again"]
+    assert result["end"] == "end" and result["output"] == rec.out.decode()
+
+
 # --------------------------------------------------------------------------
 # Inspection never perturbs
 
@@ -433,13 +455,18 @@ def test_cli_session_from_stdin(world):
     assert "Traceback" not in result.err.decode(), result.describe()
 
 
-def test_cli_at_crash_and_commands(world):
+def test_cli_at_crash(world):
     rec = record(world, "crash", expect=1)
     result = debug_cli(world, rec.trace, "--at-crash", "-c", "info", "-c", "w", "-c", "q")
     assert result.code == 0, result.describe()
     out = result.out.decode()
     assert "--Crash--" in out and "stopped by crash" in out, result.describe()
     assert rec.err.decode().strip().splitlines()[-1].split(":")[0].split(".")[-1] in out
+    fine = record(world, "debug_loops")
+    result = debug_cli(world, fine.trace, "--at-crash", "-c", "info", "-c", "q")
+    assert result.code == 0, result.describe()
+    assert "*** the recorded run ended without an uncaught exception (exit status 0)" in \
+        result.out.decode() and "step 0 of" in result.out.decode(), result.describe()
 
 
 def test_bad_recordings_give_clear_errors(world, tmp_path):

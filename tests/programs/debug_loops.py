@@ -1,7 +1,11 @@
 """For the debugger tests: loops, calls, recursion, a generator, exceptions
 raised and caught, and values from the outside world (random numbers, the
-clock) in the program's state and output."""
+clock) in the program's state and output.
+
+    python debug_loops.py [ROUNDS]      (main runs ROUNDS times, default 1)
+"""
 import random
+import sys
 import time
 
 
@@ -40,4 +44,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    for _ in range(int(sys.argv[1]) if len(sys.argv) > 1 else 1):
+        main()
