@@ -303,12 +303,23 @@ push(dthread *th, PyFrameObject *frame)
     th->stack[th->depth++] = (activation){frame, g_step};
 }
 
+/* A frame returns (or yields). It is almost always the top one; a frame
+ * that is not counted is not on the stack at all. */
 static void
 pop(dthread *th, PyFrameObject *frame)
 {
-    for (size_t i = th->depth; i > 0; i--)
+    if (th->stack[th->depth - 1].frame == frame) {
+        th->depth--;
+        return;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    code_info *ci = info_of(code);
+    Py_DECREF(code);
+    if (!ci || ci->skip)
+        return;
+    for (size_t i = th->depth - 1; i > 0; i--)
         if (th->stack[i - 1].frame == frame) {
-            th->depth = i - 1;
+            th->depth = i - 1;      /* inner frames whose return was not seen go too */
             return;
         }
 }
