@@ -230,7 +230,7 @@ read_command(void)
     if (len < 1 || len > MAX_COMMAND || head[4] != 'C')
         return -1;
     rt_buf_clear(&g_cmd);
-    if (rt_buf_reserve(&g_cmd, len) < 0 || read_full(g_cmd.data, len - 1) < 0)
+    if (read_full(g_cmd.data, len - 1) < 0)
         return -1;
     g_cmd.data[len - 1] = '\0';
     g_cmd.len = len - 1;
@@ -554,7 +554,8 @@ debug_connect(PyObject *Py_UNUSED(m), PyObject *arg)
     if ((size_t)n >= sizeof g_sock)
         return PyErr_Format(PyExc_ValueError, "socket path too long: %s", path);
     memcpy(g_sock, path, (size_t)n + 1);
-    if (rt_buf_reserve(&g_out, 65536) < 0)
+    /* allocated once: what the debugger is asked never changes the heap */
+    if (rt_buf_reserve(&g_out, 65536) < 0 || rt_buf_reserve(&g_cmd, MAX_COMMAND) < 0)
         return PyErr_NoMemory();
     if (connect_controller("main") < 0)
         return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
