@@ -483,6 +483,16 @@ def test_bad_recordings_give_clear_errors(world, tmp_path):
     assert_error_exit(debug_cli(world, rec.trace, "--map", "nonsense", "-c", "q"), "--map")
     assert_error_exit(debug_cli(world, rec.trace, "--pid", "4242", "-c", "q"), "no such file")
 
+    # made by another Python: refused, naming both versions
+    from retrace import _engine
+    header, records, _ = _engine._read_records(str(rec.trace))
+    head = _engine.decode(header)
+    head["version_info"] = (3, 9, 18)
+    foreign = tmp_path / "foreign.retrace"
+    _engine._write_records(str(foreign), _engine.encode(head), records)
+    assert_error_exit(debug_cli(world, foreign, "-c", "q"), r"recorded with Python 3\.9",
+                      re.escape("%d.%d" % sys.version_info[:2]))
+
     # a recording cut short: the replay runs to the cut, then says so
     data = rec.trace.read_bytes()
     cut = tmp_path / "cut.retrace"
