@@ -439,7 +439,8 @@ note_match(uint64_t tid, const char *cause, const int *ids, int nids)
     g_match.tid = tid;
     g_match.cause = cause;
     g_match.nids = nids;
-    memcpy(g_match.ids, ids, (size_t)nids * sizeof *ids);
+    if (nids)
+        memcpy(g_match.ids, ids, (size_t)nids * sizeof *ids);
 }
 
 /* ---- breakpoints ----------------------------------------------------------- */
