@@ -86,6 +86,7 @@ static int g_mode = MODE_OFF;
 static PyObject *g_divergence_exc; /* the first divergence, raised again on every later call */
 static uint64_t g_event_index;      /* CALL records recorded or replayed so far */
 static int g_live_outputs;          /* replay: output calls run live, recorded ones are skipped */
+static int g_refuse;                /* a debugger's throwaway process: external calls raise */
 static rt_thread *g_ender;          /* the thread that ended the recording */
 static uint64_t g_next_fid = 1;
 static uint64_t g_next_tid;
@@ -143,6 +144,7 @@ thread_state(void)
     if (!t_state->has_tid && g_mode != MODE_OFF) {
         t_state->tid = g_next_tid++;
         t_state->has_tid = 1;
+        rt_stepper_thread_numbered();
     }
     return t_state;
 }
@@ -1033,6 +1035,10 @@ static PyObject *
 boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Boundary *self = (Boundary *)op;
+    if (g_refuse && !(t_state && t_state->disabled))
+        return PyErr_Format(PyExc_RuntimeError,
+                            "%U is an external call: the debugger does not let an evaluation "
+                            "reach the outside world or the recording", self->name);
     if (g_mode == MODE_OFF) {
         if (g_ender && t_state != g_ender && !(t_state && t_state->disabled))
             park_forever();
@@ -1465,6 +1471,7 @@ enter_thread(PyObject *Py_UNUSED(m), PyObject *arg)
         return PyErr_NoMemory();
     t_state->tid = tid;
     t_state->has_tid = 1;
+    rt_stepper_thread_numbered();
     Py_RETURN_NONE;
 }
 
@@ -1483,6 +1490,7 @@ leave_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
             PyErr_Clear();   /* the next thread to ask will report it */
         rt_demux_remove(t->tid, next);
     }
+    rt_stepper_thread_left();
     Py_RETURN_NONE;
 }
 
@@ -1541,6 +1549,39 @@ set_live_outputs(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     g_live_outputs = 1;
     Py_RETURN_NONE;
+}
+
+/* set_refuse(on): in a debugger's throwaway process (an inspection or the
+ * evaluation of a condition), every boundary call raises RuntimeError instead
+ * of consuming the recording or reaching the outside world. */
+static PyObject *
+set_refuse(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    g_refuse = on;
+    Py_RETURN_NONE;
+}
+
+/* ---- for the debugger's stepper (stepper.c) ------------------------------ */
+
+uint64_t
+rt_event_index(void)
+{
+    return g_event_index;
+}
+
+int
+rt_thread_suspended(void)
+{
+    return t_state && t_state->disabled;
+}
+
+int64_t
+rt_thread_number(void)
+{
+    return t_state && t_state->has_tid ? (int64_t)t_state->tid : -1;
 }
 
 static PyObject *
@@ -1697,6 +1738,8 @@ static PyMethodDef boundary_methods[] = {
      "write_all(fd, data): write it all without releasing the GIL"},
     {"set_live_outputs", set_live_outputs, METH_NOARGS,
      "output boundaries run live; the recorded output calls are skipped"},
+    {"set_refuse", set_refuse, METH_O,
+     "set_refuse(on): every boundary call raises (a debugger's throwaway process)"},
     {"spawn_thread", spawn_thread, METH_NOARGS, "the trace number of a thread about to start"},
     {"enter_thread", enter_thread, METH_O, "enter_thread(tid): this thread is number tid"},
     {"leave_thread", leave_thread, METH_NOARGS, "this thread made its last event"},
