@@ -4,6 +4,7 @@
     retrace replay FILE [--map RECORDED_DIR=LOCAL_DIR]
     retrace check FILE [--map RECORDED_DIR=LOCAL_DIR]
     retrace inspect FILE [--json]
+    retrace dap [--port PORT]
     retrace install | uninstall
 
 record and replay exec a fresh interpreter (retrace._run) with the recorded
@@ -112,6 +113,14 @@ def cmd_inspect(ns):
         sys.stdout.write(_inspect.render(summary))
 
 
+def cmd_dap(ns):
+    from . import dap
+    if ns.port is None:
+        dap.serve_stdio()
+    else:
+        dap.serve_port(ns.port)
+
+
 def site_packages():
     return sysconfig.get_paths()["purelib"]
 
@@ -158,6 +167,10 @@ def parser():
     i.add_argument("trace")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_inspect)
+
+    d = sub.add_parser("dap", help="the Debug Adapter Protocol server (VS Code), on stdio")
+    d.add_argument("--port", type=int, help="serve one client on 127.0.0.1:PORT instead")
+    d.set_defaults(func=cmd_dap)
 
     sub.add_parser("install", help="record when RETRACE_RECORDING is set (.pth hook)") \
         .set_defaults(func=cmd_install)
