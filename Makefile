@@ -4,6 +4,8 @@
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
 #   make demo       record a crashing program, then replay it offline
 #   make bench      what recording costs against plain runs: bench/results.md (a few minutes)
+#   make vsix       lint and package the VS Code extension: editors/vscode/retrace.vsix
+#   make e2e-vscode the extension in a real VS Code (code-server + chromium), see tests/e2e/
 
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
@@ -12,7 +14,7 @@ ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
-.PHONY: dev test test-asan demo bench clean $(addprefix test-,$(VERSIONS))
+.PHONY: dev test test-asan demo bench clean vsix e2e-vscode $(addprefix test-,$(VERSIONS))
 
 .venv-%/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
@@ -49,5 +51,16 @@ demo: .venv-3.11/done
 bench: .venv-3.11/done
 	.venv-3.11/bin/python bench/run.py
 
+# npm ci installs exactly what package-lock.json says.
+vsix:
+	cd editors/vscode && npm ci --no-audit --no-fund && npm run -s compile && npm run -s lint \
+		&& npm run -s package
+
+# Installs code-server and playwright-core into ~/.cache/retrace-e2e (chromium from apt).
+e2e-vscode: vsix .venv-3.11/done
+	sh tests/e2e/setup.sh
+	RETRACE_PYTHON=$(CURDIR)/.venv-3.11/bin/python node --test tests/e2e/vscode.test.mjs
+
 clean:
 	rm -rf build .venv-* src/retrace/*.so src/*.egg-info
+	rm -rf editors/vscode/node_modules editors/vscode/out editors/vscode/retrace.vsix
