@@ -171,7 +171,7 @@ class Adapter:
                 request = self.queue.get()
                 if request is None:
                     break
-                self.handle(request)
+                self.dispatch(request)
         finally:
             self.close()
 
@@ -194,7 +194,7 @@ class Adapter:
             else:
                 self.queue.put(message)
 
-    def handle(self, request):
+    def dispatch(self, request):
         command = request.get("command", "")
         if request["seq"] in self.cancelled:
             self.cancelled.discard(request["seq"])
@@ -548,12 +548,12 @@ class Adapter:
         thread, index = self.frame(args.get("frameId"))
         return {"scopes": [
             {"name": "Locals", "presentationHint": "locals", "expensive": False,
-             "variablesReference": self.handle(("scope", thread, index, "locals"))},
+             "variablesReference": self.new_handle(("scope", thread, index, "locals"))},
             {"name": "Globals", "expensive": True,
-             "variablesReference": self.handle(("scope", thread, index, "globals"))},
+             "variablesReference": self.new_handle(("scope", thread, index, "globals"))},
         ]}
 
-    def handle(self, what):
+    def new_handle(self, what):
         ref = len(self.handles) + 1
         self.handles[ref] = what
         return ref
@@ -582,7 +582,7 @@ class Adapter:
         result = {"name": var.name, "value": value, "type": var.type, "variablesReference": 0}
         if var.ref:
             indexed = var.count is not None and var.type in INDEXED_TYPES
-            result["variablesReference"] = self.handle(("var", var.ref, indexed))
+            result["variablesReference"] = self.new_handle(("var", var.ref, indexed))
             if indexed:
                 result["indexedVariables"] = var.count
             elif var.count is not None:
@@ -661,6 +661,9 @@ def serve_stdio():
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     Adapter(Connection(sys.stdin.buffer, protocol)).serve()
+    # The reader thread may still be blocked on stdin: leave without finalizing.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def serve_port(port, host="127.0.0.1"):
