@@ -135,21 +135,32 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
     await page.locator(".monaco-list-row", { hasText: "crashed: JSONDecodeError" }).waitFor();
     await shot("1-sidebar");
 
+    // Clicking it opens the summary of the recording (a read-only custom editor).
+    await row.click();
+    const summary = page.frameLocator("iframe.webview").frameLocator("iframe").locator("body");
+    await summary.locator("text=crashed: JSONDecodeError: Expecting value").waitFor();
+    assert.match(await summary.innerText(), /llm_classify\/classify\.py 40/);
+    await shot("2-summary");
+
     // Replay from the sidebar: the session starts stopped at the crash.
     await row.hover();
     await row.locator('.action-label[aria-label="Replay"]').click();
     const callStack = page.locator(".debug-call-stack");
-    await callStack.locator(".monaco-list-row", { hasText: "Paused on exception" }).waitFor();
+    await callStack.locator(".monaco-list-row", { hasText: /Uncaught JSONDecodeError/i }).waitFor();
     await callStack.locator(".monaco-list-row", { hasText: "classify_intent" }).waitFor();
     await page.locator(".debug-variables").waitFor();
-    await shot("2-stopped-at-crash");
+    await shot("3-stopped-at-crash");
 
     // Step back from the crash: the reply the program got is in `response`.
     await page.locator('.debug-toolbar .action-label[aria-label^="Step Back"]').click();
+    await callStack.locator(".monaco-list-row", { hasText: /Paused on step/i }).waitFor();
+    const classify = fs.readFileSync(path.join(workspace, "llm_classify/classify.py"), "utf8");
+    const loadsLine = classify.split("\n").findIndex((l) => l.includes("data = json.loads(response)")) + 1;
+    await callStack.locator(".monaco-list-row", { hasText: new RegExp(`classify_intent\\s*classify\\.py\\s*${loadsLine}:`) }).waitFor();
     const response = page.locator(".debug-variables .monaco-list-row", { hasText: "response" });
     await response.waitFor();
     const text = (await response.innerText()).replace(/\s+/g, " ");
-    await shot("3-step-back");
+    await shot("4-step-back");
     const shown = JSON.stringify(recorded.text).slice(1, -1);
     assert.ok(text.includes(shown), `Variables view shows ${JSON.stringify(text)}, the provider sent ${JSON.stringify(recorded.text)}`);
   } catch (error) {
