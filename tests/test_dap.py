@@ -533,3 +533,40 @@ def test_threads_view_on_a_multithreaded_recording(dap, tmp_path):
     assert main != stop["threadId"]
     main_frames = client.request("stackTrace", threadId=main)["stackFrames"]
     assert any(f["name"] == "<module>" for f in main_frames)
+
+
+def test_a_changed_source_file_is_reported_once_in_the_console(dap, tmp_path):
+    script, trace, result = record(tmp_path, "changed", LOOP)
+    assert result.returncode == 0, result.stderr.decode()
+    script.write_text(LOOP + "# edited after the recording\n")
+    client = dap()
+    kind, _ = client.start(trace, stopAtCrash=False)
+    assert kind == "terminated"
+    warnings = [line for line in client.output("console").splitlines() if str(script) in line]
+    assert len(warnings) == 1 and "differs" in warnings[0], client.output("console")
+
+
+def test_port_serves_one_client_over_tcp(tmp_path):
+    import socket
+    proc = subprocess.Popen([PY, "-m", "retrace", "dap", "--port", "0"], cwd=tmp_path,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        line = proc.stderr.readline().decode()
+        port = int(re.search(r"listening on 127\.0\.0\.1:(\d+)", line).group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock, \
+                sock.makefile("rb") as stream:
+            body = json.dumps({"seq": 1, "type": "request", "command": "initialize",
+                               "arguments": {"adapterID": "retrace"}}).encode()
+            sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            length = int(stream.readline().split(b":")[1])
+            assert stream.readline() == b"\r\n"
+            response = json.loads(stream.read(length))
+            assert response["success"] and response["body"]["supportsStepBack"]
+        assert proc.wait(timeout=TIMEOUT) == 0    # one client, then it exits
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
