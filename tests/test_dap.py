@@ -244,6 +244,15 @@ def loop(tmp_path_factory):
     return script, trace, printed, result.stdout.decode()
 
 
+def at_print(dap, loop, **breakpoint):
+    """A session on the LOOP recording with one breakpoint on its PRINT line."""
+    script, trace = loop[:2]
+    client = dap()
+    kind, stop = client.start(trace, breakpoints=[
+        (script, [{"line": line_of(LOOP, "# PRINT"), **breakpoint}])], stopAtCrash=False)
+    return client, kind, stop
+
+
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory):
     return record_crash(tmp_path_factory.mktemp("llm"), PY)
@@ -342,22 +351,17 @@ def test_llm_crash_session_step_back_to_the_provider_reply(dap, llm):
 
 
 def test_conditional_and_hit_conditional_breakpoints(dap, loop):
-    script, trace, printed, _ = loop
+    printed = loop[2]
     print_line = line_of(LOOP, "# PRINT")
-    client = dap()
-    kind, stop = client.start(trace, breakpoints=[
-        (script, [{"line": print_line, "condition": "i == 4"}])], stopAtCrash=False)
+    client, kind, stop = at_print(dap, loop, condition="i == 4")
     assert (kind, stop["reason"]) == ("stopped", "breakpoint"), stop
     frame = client.top(stop["threadId"])
     assert frame["line"] == print_line
     assert client.evaluate("i", frame["id"])["result"] == "4"
     assert client.evaluate("x", frame["id"])["result"] == str(printed[4])
 
-
     # "% 2": every second hit, counted from the start of the replay
-    client = dap()
-    kind, stop = client.start(trace, breakpoints=[
-        (script, [{"line": print_line, "hitCondition": "% 2"}])], stopAtCrash=False)
+    client, kind, stop = at_print(dap, loop, hitCondition="% 2")
     seen = []
     while kind == "stopped":
         frame = client.top(stop["threadId"])
@@ -371,10 +375,7 @@ def test_conditional_and_hit_conditional_breakpoints(dap, loop):
 
 def test_logpoints_print_the_recorded_values_and_never_stop(dap, loop):
     script, trace, printed, stdout = loop
-    client = dap()
-    kind, _ = client.start(trace, breakpoints=[
-        (script, [{"line": line_of(LOOP, "# PRINT"), "logMessage": "log {i}:{x}"}])],
-        stopAtCrash=False)
+    client, kind, _ = at_print(dap, loop, logMessage="log {i}:{x}")
     assert kind == "terminated"
     logged = re.findall(r"log (\d+):(\d+)", client.output("console"))
     assert [(int(i), int(x)) for i, x in logged] == sorted(printed.items())
@@ -430,10 +431,7 @@ def test_raised_exception_filter_and_exception_info(dap, tmp_path):
 
 def test_hover_and_watch_never_perturb_the_replay(dap, loop):
     script, trace, printed, stdout = loop
-    client = dap()
-    kind, stop = client.start(trace, breakpoints=[
-        (script, [{"line": line_of(LOOP, "# PRINT"), "condition": "i == 2"}])],
-        stopAtCrash=False)
+    client, kind, stop = at_print(dap, loop, condition="i == 2")
     assert kind == "stopped", stop
     frame = client.top(stop["threadId"])["id"]
     assert client.evaluate("items.pop()", frame, "hover")["result"] == str(printed[2])
@@ -452,10 +450,7 @@ def test_hover_and_watch_never_perturb_the_replay(dap, loop):
 
 def test_variables_expand_lazily_with_paging_and_hex(dap, loop):
     script, trace, printed, _ = loop
-    client = dap()
-    kind, stop = client.start(trace, breakpoints=[
-        (script, [{"line": line_of(LOOP, "# PRINT"), "condition": "i == 1"}])],
-        stopAtCrash=False)
+    client, kind, stop = at_print(dap, loop, condition="i == 1")
     frame = client.top(stop["threadId"])["id"]
     scopes = client.request("scopes", frameId=frame)["scopes"]
     globals_ref = next(s for s in scopes if s["name"] == "Globals")["variablesReference"]
