@@ -56,6 +56,7 @@ static int g_mode = MODE_OFF;
 static PyObject *g_divergence_exc; /* the first divergence, raised again on every later call */
 static uint64_t g_event_index;      /* CALL records recorded or replayed so far */
 static int g_live_outputs;          /* replay: output calls run live, recorded ones are skipped */
+static int g_refuse;                /* a debugger's throwaway process: external calls raise */
 static rt_thread *g_ender;          /* the thread that ended the recording */
 static uint64_t g_next_fid = 1;
 static uint64_t g_next_tid;
@@ -110,6 +111,7 @@ thread_state(void)
     if (!t_state->has_tid && g_mode != MODE_OFF) {
         t_state->tid = g_next_tid++;
         t_state->has_tid = 1;
+        rt_stepper_thread_numbered();
     }
     return t_state;
 }
@@ -657,6 +659,10 @@ static PyObject *
 boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Boundary *self = (Boundary *)op;
+    if (g_refuse && !(t_state && t_state->disabled))
+        return PyErr_Format(PyExc_RuntimeError,
+                            "%U is an external call: the debugger does not let an evaluation "
+                            "reach the outside world or the recording", self->name);
     if (g_mode == MODE_OFF) {
         if (g_ender && t_state != g_ender && !(t_state && t_state->disabled))
             park_forever();
@@ -1058,6 +1064,7 @@ enter_thread(PyObject *Py_UNUSED(m), PyObject *arg)
         return PyErr_NoMemory();
     t_state->tid = tid;
     t_state->has_tid = 1;
+    rt_stepper_thread_numbered();
     Py_RETURN_NONE;
 }
 
@@ -1076,6 +1083,7 @@ leave_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
             PyErr_Clear();   /* the next thread to ask will report it */
         rt_demux_remove(t->tid, next);
     }
+    rt_stepper_thread_left();
     Py_RETURN_NONE;
 }
 
@@ -1136,6 +1144,39 @@ set_live_outputs(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
+/* set_refuse(on): in a debugger's throwaway process (an inspection or the
+ * evaluation of a condition), every boundary call raises RuntimeError instead
+ * of consuming the recording or reaching the outside world. */
+static PyObject *
+set_refuse(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    g_refuse = on;
+    Py_RETURN_NONE;
+}
+
+/* ---- for the debugger's stepper (stepper.c) ------------------------------ */
+
+uint64_t
+rt_event_index(void)
+{
+    return g_event_index;
+}
+
+int
+rt_thread_suspended(void)
+{
+    return t_state && t_state->disabled;
+}
+
+int64_t
+rt_thread_number(void)
+{
+    return t_state && t_state->has_tid ? (int64_t)t_state->tid : -1;
+}
+
 static PyObject *
 set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
 {
@@ -1191,6 +1232,8 @@ static PyMethodDef boundary_methods[] = {
      "write_all(fd, data): write it all without releasing the GIL"},
     {"set_live_outputs", set_live_outputs, METH_NOARGS,
      "output boundaries run live; the recorded output calls are skipped"},
+    {"set_refuse", set_refuse, METH_O,
+     "set_refuse(on): every boundary call raises (a debugger's throwaway process)"},
     {"spawn_thread", spawn_thread, METH_NOARGS, "the trace number of a thread about to start"},
     {"enter_thread", enter_thread, METH_O, "enter_thread(tid): this thread is number tid"},
     {"leave_thread", leave_thread, METH_NOARGS, "this thread made its last event"},

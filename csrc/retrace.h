@@ -4,6 +4,9 @@
  *   codec.c     the tagged binary value encoding (docs/trace-format.md)
  *   stream.c    chunked trace file: background writer thread and mmap reader
  *   boundary.c  boundary wrappers, record/replay of calls, divergence checks
+ *   demux.c     replay thread demultiplexer: one thread runs at a time
+ *   stepper.c   the debugger's position counter and stop rules (a C trace function)
+ *   checkpoint.c  a replay process under the debugger: protocol, paused copies (forks)
  *   engine.c    the Python module: exported functions and module state
  */
 #ifndef RETRACE_H
@@ -159,6 +162,58 @@ void rt_demux_abort(void);
  * without the GIL until it comes back and returns 0 (look at the next record
  * again); -1 with a message when that can never happen or takes too long. */
 int rt_demux_turn(uint64_t me, uint64_t owner, char *err, size_t errlen);
+
+/* ---- boundary.c, for the debugger ------------------------------------- */
+
+uint64_t rt_event_index(void);       /* boundary events consumed so far */
+int rt_thread_suspended(void);       /* the boundary is switched off for this thread */
+int64_t rt_thread_number(void);      /* this thread's trace number, or -1 */
+
+/* ---- stepper.c -------------------------------------------------------- */
+
+/* Adds the debug_* functions of the replay process to the module. */
+int rt_stepper_init(PyObject *module);
+/* boundary.c: the calling thread got its trace number (trace it from now on),
+ * or made its last event. */
+void rt_stepper_thread_numbered(void);
+void rt_stepper_thread_left(void);
+/* One command line of the controller ("run ...", "bps ...", "line ...").
+ * 1: resume running, 0: done, -1: bad command (message in err). */
+int rt_stepper_configure(char *line, char *err, size_t errlen);
+/* The position as JSON members (step, k, event, ended, forkable). */
+void rt_stepper_describe(rt_buf *json);
+/* Only this thread exists: a fork of the process can go on replaying. */
+int rt_stepper_forkable(void);
+
+/* ---- checkpoint.c ----------------------------------------------------- */
+
+int rt_ckpt_init(PyObject *module);
+/* Every 1024 line events while running: fork a checkpoint when due (every
+ * ckpt_ns of running, if forkable), read a pause request (returns 1). */
+int rt_ckpt_tick(uint64_t ckpt_ns);
+/* Send the stop (a JSON object) and serve the controller until it asks to
+ * run again (the run spec is then set). */
+void rt_ckpt_pause(rt_buf *stop);
+/* Test a breakpoint in a throwaway fork: its condition (may be NULL) and
+ * log message (may be NULL) evaluated in frame. 1 true, 0 false, -1 error;
+ * the message or error text goes to out. */
+int rt_ckpt_test(PyObject *frame, const char *cond, const char *log, char *out, size_t outlen);
+/* Send a JSON message to the controller. */
+void rt_ckpt_send(rt_buf *json);
+/* Send a logpoint's message to the controller. */
+void rt_ckpt_log(int bp_id, const char *text);
+
+/* JSON members for the protocol; strings are escaped, str objects are
+ * encoded without allocating. */
+void rt_json_open(rt_buf *b);
+void rt_json_close(rt_buf *b);
+void rt_json_int(rt_buf *b, const char *key, long long v);
+void rt_json_str(rt_buf *b, const char *key, const char *s);
+void rt_json_unicode(rt_buf *b, const char *key, PyObject *s);
+void rt_json_key(rt_buf *b, const char *key);   /* then raw text with rt_buf_put */
+/* The UTF-8 of a str into buf (NUL-terminated) without allocating; the
+ * length, or -1 if it is not a str or does not fit. */
+Py_ssize_t rt_utf8_into(PyObject *s, char *buf, size_t cap);
 
 /* ---- engine.c --------------------------------------------------------- */
 

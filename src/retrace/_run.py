@@ -83,13 +83,18 @@ def flush_io():
             pass
 
 
-def run(target):
+def run(target, on_start=None, on_error=None):
     """Run the program as python would; returns (exit status, the uncaught
-    exception described by _session.describe_exception, or None)."""
+    exception described by _session.describe_exception, or None).
+
+    The debugger's hooks: on_start() just before the program's first line,
+    on_error(exc) with the uncaught exception before it is printed."""
     import atexit
     status, uncaught, error = 0, None, None
     try:
         code, namespace = load_target(target)
+        if on_start:
+            on_start()
         exec(code, namespace)
     except BaseException as exc:
         error = exc
@@ -103,6 +108,8 @@ def run(target):
     elif error is not None:
         tb = error.__traceback__
         error.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
+        if on_error:
+            on_error(error)
         with _session.internal():
             uncaught = _session.describe_exception(error)
             sys.excepthook(type(error), error, error.__traceback__)
