@@ -25,6 +25,8 @@ import sysconfig
 import threading
 import traceback
 
+from .debugger import Debugger, DebuggerError
+
 PROGRESS_AFTER = 0.5     # seconds a move runs before it reports progress
 JUST_MY_CODE_LIMIT = 200  # step-outs tried to leave library code after a step
 
@@ -213,14 +215,13 @@ class Adapter:
         except RequestError as exc:
             self.conn.respond(request, error=str(exc))
             return
-        except Exception as exc:
-            from .debugger import DebuggerError
-            if not isinstance(exc, DebuggerError):
-                traceback.print_exc()
-                self.conn.respond(request, error=f"retrace dap: internal error in "
-                                                 f"'{command}': {type(exc).__name__}: {exc}")
-                return
+        except DebuggerError as exc:
             self.conn.respond(request, error=str(exc))
+            return
+        except Exception as exc:
+            traceback.print_exc()
+            self.conn.respond(request, error=f"retrace dap: internal error in '{command}': "
+                                             f"{type(exc).__name__}: {exc}")
             return
         if isinstance(body, Move):
             self.conn.respond(request, body.response)
@@ -250,15 +251,16 @@ class Adapter:
         elif self.interrupt():
             self.conn.respond(request)
         else:
-            self.conn.respond(request, error="this engine cannot interrupt a move; it stops "
-                                             "at the next breakpoint or at the end")
+            self.conn.respond(request, error="a backward search cannot be paused; it ends at "
+                                             "the previous stop or at the start")
 
     def interrupt(self):
-        """Asks the engine to stop the running move, if it can."""
-        interrupt = getattr(self.dbg, "interrupt", None)
-        if interrupt is None:
+        """Stops the running move if it is a forward one (the engine's pause()
+        stops those within 1024 steps; backward searches run to their end)."""
+        running = self.running
+        if running is None or not running.forward:
             return False
-        interrupt()
+        self.dbg.pause()
         return True
 
     # -- moves ----------------------------------------------------------------
@@ -270,12 +272,11 @@ class Adapter:
             self.progress += 1
             move.progress_id = f"retrace-{self.progress}"
             progress = Progress(self.conn, move.progress_id, move.title, request["seq"],
-                                hasattr(self.dbg, "interrupt"))
+                                move.forward)
         self.running = move
         try:
             stop = move.run()
         except Exception as exc:
-            from .debugger import DebuggerError
             if not isinstance(exc, DebuggerError):
                 traceback.print_exc()
             self.conn.event("output", {"category": "stderr", "output": f"retrace: {exc}\n"})
@@ -290,7 +291,7 @@ class Adapter:
         def run():
             stop = getattr(self.dbg, name)()
             return self.just_my_code_fixup(stop, name, direction)
-        return Move(run, title or SEARCHES.get(name, "Replaying"))
+        return Move(run, title or SEARCHES.get(name, "Replaying"), forward=direction > 0)
 
     def just_my_code_fixup(self, stop, name, direction):
         if not self.just_my_code:
@@ -319,9 +320,6 @@ class Adapter:
             self.conn.event("output", {"category": "console",
                                        "output": "retrace: the replay reached the end of the "
                                                  "recording\n"})
-            exit_code = getattr(stop, "exit_code", None)
-            if isinstance(exit_code, int):
-                self.conn.event("exited", {"exitCode": exit_code})
             self.conn.event("terminated")
             return
         body = {"reason": STOP_REASONS.get(stop.reason, "step"),
@@ -349,7 +347,6 @@ class Adapter:
         raise RequestError("retrace replays a recording: use a 'launch' configuration")
 
     def request_launch(self, args):
-        from .debugger import Debugger
         recording = args.get("recording")
         if not recording or not isinstance(recording, str):
             raise RequestError("the launch configuration needs \"recording\": the path of "
@@ -383,8 +380,6 @@ class Adapter:
 
     def request_configurationDone(self, args):
         """The breakpoints are set: go to where the session starts."""
-        from .debugger import DebuggerError
-
         def first_stop():
             if self.stop_on_entry:
                 return self.dbg.stop
@@ -395,7 +390,7 @@ class Adapter:
                     pass    # the recorded run did not crash
             return self.just_my_code_fixup(self.dbg.cont(), "cont", +1)
         return Move(first_stop, "Replaying to the crash" if self.stop_at_crash
-                    else "Replaying")
+                    else "Replaying", forward=True)
 
     def request_disconnect(self, args):
         self.done = True
@@ -593,7 +588,12 @@ class Adapter:
         expression = args.get("expression", "")
         thread, index = (self.frame(args["frameId"]) if args.get("frameId")
                          else (self.dbg.stop.thread, 0))
-        var = self.dbg.evaluate(expression, index, thread)
+        if args.get("context") == "clipboard":
+            var = self.dbg.evaluate(expression, index, thread, mode="pprint", limit=1 << 20)
+        else:
+            var = self.dbg.evaluate(expression, index, thread)
+        if var.output:
+            self.conn.event("output", {"category": "console", "output": var.output})
         if var.type == "error":
             raise RequestError(var.value)
         result = self.variable(var, bool((args.get("format") or {}).get("hex")))
@@ -649,8 +649,8 @@ class Move:
     """A request that moves the replay: answered at once, then run, then
     reported with a stopped (or terminated) event."""
 
-    def __init__(self, run, title):
-        self.run, self.title = run, title
+    def __init__(self, run, title, forward=False):
+        self.run, self.title, self.forward = run, title, forward
         self.response = {}
         self.progress_id = None
         self.request_seq = None
