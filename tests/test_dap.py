@@ -565,3 +565,22 @@ def test_port_serves_one_client_over_tcp(tmp_path):
             proc.wait(timeout=30)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_sigterm_closes_the_replay_processes(dap, loop):
+    client, kind, stop = at_print(dap, loop, condition="i == 1")
+    assert kind == "stopped", stop
+    replays = subprocess.run(["pgrep", "-f", f"retrace._debug_replay .* {loop[1]}"],
+                             capture_output=True, text=True).stdout.split()
+    assert replays, "no replay process found"
+    client.proc.terminate()
+    assert client.proc.wait(timeout=TIMEOUT) == 0
+    for pid in map(int, replays):
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            threading.Event().wait(0.1)
+        else:
+            pytest.fail(f"replay process {pid} outlived the adapter")

@@ -19,6 +19,7 @@ import json
 import os
 import queue
 import re
+import signal
 import socket
 import sys
 import sysconfig
@@ -161,6 +162,7 @@ class Adapter:
         self.cancelled = set()     # seqs of queued requests that were cancelled
         self.running = None        # the request whose move is running
         self.progress = 0
+        self.partial = {}          # output category -> text after its last newline
         self.done = False
 
     # -- the loop -----------------------------------------------------------
@@ -316,6 +318,7 @@ class Adapter:
         """Tells the client where the replay is now."""
         self.handles.clear()
         self.frame_ids.clear()
+        self.flush_output()
         if stop.reason == "end" and not self.stop_at_end:
             self.conn.event("output", {"category": "console",
                                        "output": "retrace: the replay reached the end of the "
@@ -375,8 +378,19 @@ class Adapter:
         return {}
 
     def output(self, stream, text):
+        """Recorded output comes in the program's writes (a traceback's carets
+        one by one): the console gets whole lines, the rest at the next stop."""
         category = stream if stream in ("stdout", "stderr") else "console"
-        self.conn.event("output", {"category": category, "output": text})
+        head, newline, self.partial[category] = (self.partial.get(category, "")
+                                                 + text).rpartition("\n")
+        if newline:
+            self.conn.event("output", {"category": category, "output": head + newline})
+
+    def flush_output(self):
+        for category, text in self.partial.items():
+            if text:
+                self.conn.event("output", {"category": category, "output": text})
+        self.partial.clear()
 
     def request_configurationDone(self, args):
         """The breakpoints are set: go to where the session starts."""
@@ -656,17 +670,27 @@ class Move:
         self.request_seq = None
 
 
+def exit_on_sigterm():
+    """A client that kills the adapter still gets the replay processes closed
+    (serve() closes the debugger on the way out)."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+
+
 def serve_stdio():
+    exit_on_sigterm()
     protocol = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    Adapter(Connection(sys.stdin.buffer, protocol)).serve()
-    # The reader thread may still be blocked on stdin: leave without finalizing.
-    sys.stderr.flush()
-    os._exit(0)
+    try:
+        Adapter(Connection(sys.stdin.buffer, protocol)).serve()
+    finally:
+        # The reader thread may still be blocked on stdin: leave without finalizing.
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def serve_port(port, host="127.0.0.1"):
+    exit_on_sigterm()
     with socket.create_server((host, port)) as server:
         sys.stderr.write(f"retrace dap: listening on {host}:{server.getsockname()[1]}\n")
         sys.stderr.flush()

@@ -67,13 +67,23 @@ function writeJson(file, value) {
 test("replay the llm_classify crash from the Retrace sidebar and step back", { timeout: 600_000 }, async (t) => {
   assert.ok(PYTHON, "set RETRACE_PYTHON to a Python with retrace installed");
   assert.ok(fs.existsSync(VSIX), `no ${VSIX}: run make vsix`);
+  fs.rmSync(ARTIFACTS, { recursive: true, force: true });
   fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const started = Date.now();
+  const step = (what) => console.error(`e2e ${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`);
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "retrace-e2e-"));
-  t.after(() => fs.rmSync(root, { recursive: true, force: true }));
+  // Undone last first: the browser, then code-server (and the adapter it started), then files.
+  const cleanups = [() => fs.rmSync(root, { recursive: true, force: true })];
+  t.after(async () => {
+    for (const cleanup of cleanups.reverse()) {
+      await cleanup();
+    }
+  });
 
   // The recording, and what the provider really sent in the reply that crashed it.
   const workspace = path.join(root, "workspace");
   fs.mkdirSync(workspace);
+  step("recording examples/llm_classify until it crashes");
   const recorded = JSON.parse(execFileSync(PYTHON, [path.join(HERE, "llm_recording.py"), workspace],
     { encoding: "utf8", timeout: 300_000 }));
   writeJson(path.join(workspace, ".vscode/settings.json"), { "retrace.python": PYTHON });
@@ -97,6 +107,7 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
   execFileSync(process.execPath, [CODE_SERVER, ...common, "--install-extension", VSIX],
     { env, timeout: 120_000, stdio: "pipe" });
 
+  step("extension installed; starting code-server");
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const log = path.join(ARTIFACTS, "code-server.log");
@@ -104,9 +115,9 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
   const server = spawn(process.execPath, [CODE_SERVER, ...common, "--bind-addr", `127.0.0.1:${port}`,
     "--auth", "none", "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust",
     "--disable-getting-started-override", workspace], { env, stdio: ["ignore", out, out], detached: true });
-  t.after(() => {
+  cleanups.push(() => {
     try {
-      process.kill(-server.pid, "SIGKILL");
+      process.kill(-server.pid, "SIGTERM");
     } catch {
       // already gone
     }
@@ -120,14 +131,24 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
-  t.after(() => browser.close());
+  cleanups.push(() => Promise.race([browser.close(), new Promise((r) => setTimeout(r, 10_000))]));
   const page = browser.pages()[0] ?? await browser.newPage();
   page.setDefaultTimeout(STEP_TIMEOUT);
-  const shot = (name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+  const shot = (name) => page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), timeout: 10_000 });
   try {
+    step("code-server is up; opening the workspace");
     await page.goto(`${url}/?folder=${encodeURIComponent(workspace)}`);
     await page.locator(".monaco-workbench").waitFor();
+    // A wider side bar, so that the screenshots show whole values.
+    const bar = await page.locator(".part.sidebar").boundingBox();
+    if (bar) {
+      await page.mouse.move(bar.x + bar.width + 1, bar.y + 200);
+      await page.mouse.down();
+      await page.mouse.move(bar.x + bar.width + 360, bar.y + 200, { steps: 5 });
+      await page.mouse.up();
+    }
 
+    step("workbench loaded");
     // The Retrace sidebar lists the recording with its outcome.
     await page.locator('.activitybar .action-item a[aria-label^="Retrace"]').click();
     const row = page.locator(".monaco-list-row", { hasText: "crash.retrace" });
@@ -142,27 +163,44 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
     assert.match(await summary.innerText(), /llm_classify\/classify\.py 40/);
     await shot("2-summary");
 
+    step("summary shown");
     // Replay from the sidebar: the session starts stopped at the crash.
     await row.hover();
     await row.locator('.action-label[aria-label="Replay"]').click();
+    // The Call Stack pane's header shows the state of its only thread.
+    const callStackHeader = page.locator(".pane-header", { hasText: /Call Stack/i });
     const callStack = page.locator(".debug-call-stack");
-    await callStack.locator(".monaco-list-row", { hasText: /Uncaught JSONDecodeError/i }).waitFor();
-    await callStack.locator(".monaco-list-row", { hasText: "classify_intent" }).waitFor();
-    await page.locator(".debug-variables").waitFor();
+    await callStackHeader.filter({ hasText: /Uncaught JSONDecodeError/i }).waitFor();
+    await callStack.locator(".monaco-list-row", { hasText: "classify_intent" }).first().waitFor();
+    await page.locator(".exception-widget", { hasText: "JSONDecodeError" }).waitFor();
+    await page.locator('.debug-variables .monaco-list-row[aria-label^="message,"]').waitFor();
+    await page.mouse.move(5, 500);
     await shot("3-stopped-at-crash");
 
+    step("stopped at the crash");
     // Step back from the crash: the reply the program got is in `response`.
     await page.locator('.debug-toolbar .action-label[aria-label^="Step Back"]').click();
-    await callStack.locator(".monaco-list-row", { hasText: /Paused on step/i }).waitFor();
+    await callStackHeader.filter({ hasText: /Paused on step/i }).waitFor();
     const classify = fs.readFileSync(path.join(workspace, "llm_classify/classify.py"), "utf8");
     const loadsLine = classify.split("\n").findIndex((l) => l.includes("data = json.loads(response)")) + 1;
-    await callStack.locator(".monaco-list-row", { hasText: new RegExp(`classify_intent\\s*classify\\.py\\s*${loadsLine}:`) }).waitFor();
-    const response = page.locator(".debug-variables .monaco-list-row", { hasText: "response" });
+    await callStack.locator(".monaco-list-row", { hasText: new RegExp(`classify_intent\\s*classify\\.py\\s*${loadsLine}:`) }).first().waitFor();
+    const response = page.locator('.debug-variables .monaco-list-row[aria-label^="response,"]');
     await response.waitFor();
     const text = (await response.innerText()).replace(/\s+/g, " ");
+    await page.mouse.move(5, 500);
     await shot("4-step-back");
     const shown = JSON.stringify(recorded.text).slice(1, -1);
+    step(`after Step Back: ${text}`);
     assert.ok(text.includes(shown), `Variables view shows ${JSON.stringify(text)}, the provider sent ${JSON.stringify(recorded.text)}`);
+
+    // Hovering over `response` in the editor evaluates it (in a throwaway process).
+    const loads = page.locator(".view-lines .view-line", { hasText: "data = json.loads(response)" });
+    await loads.locator("span", { hasText: /^response$/ }).hover();
+    const hover = page.locator(".debug-hover-widget");
+    await hover.waitFor();
+    const hovered = (await hover.innerText()).replace(/\s+/g, " ");
+    assert.ok(hovered.includes(shown), `the hover shows ${JSON.stringify(hovered)}`);
+    await shot("5-hover");
   } catch (error) {
     await shot("failure").catch(() => undefined);
     throw error;
