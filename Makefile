@@ -51,10 +51,13 @@ demo: .venv-3.11/done
 bench: .venv-3.11/done
 	.venv-3.11/bin/python bench/run.py
 
-# npm ci installs exactly what package-lock.json says.
-vsix:
-	cd editors/vscode && npm ci --no-audit --no-fund && npm run -s compile && npm run -s lint \
-		&& npm run -s package
+# npm ci installs exactly what package-lock.json says (again only when it changes).
+editors/vscode/node_modules/.done: editors/vscode/package.json editors/vscode/package-lock.json
+	cd editors/vscode && npm ci --no-audit --no-fund
+	touch $@
+
+vsix: editors/vscode/node_modules/.done
+	cd editors/vscode && npm run -s compile && npm run -s lint && npm run -s package
 
 # Installs code-server and playwright-core into ~/.cache/retrace-e2e (chromium from apt).
 e2e-vscode: vsix .venv-3.11/done
