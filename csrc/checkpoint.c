@@ -4,8 +4,9 @@
  *
  * Protocol.  Frames of a u32 length (little endian) followed by that many
  * bytes, whose first byte is the kind: 'J' a JSON object, 'O' program
- * output (u8 fd, u64 its number among the program's writes, the bytes: a
- * write replayed again has the same number), 'C' the controller's commands
+ * output (u8 fd, u64 its number among the program's writes, so a write
+ * replayed again has the same number, u64 the step it was written at, the
+ * bytes), 'C' the controller's commands
  * (text lines).  Every process connects to the controller's Unix socket on
  * its own and says hello (role, pid, position).  A paused process serves
  * commands: "fork" (a copy paused at the same position, the basis of
@@ -229,7 +230,7 @@ read_command(void)
     if (len < 1 || len > MAX_COMMAND || head[4] != 'C')
         return -1;
     rt_buf_clear(&g_cmd);
-    if (rt_buf_reserve(&g_cmd, len) < 0 || read_full(g_cmd.data, len - 1) < 0)
+    if (read_full(g_cmd.data, len - 1) < 0)
         return -1;
     g_cmd.data[len - 1] = '\0';
     g_cmd.len = len - 1;
@@ -553,7 +554,8 @@ debug_connect(PyObject *Py_UNUSED(m), PyObject *arg)
     if ((size_t)n >= sizeof g_sock)
         return PyErr_Format(PyExc_ValueError, "socket path too long: %s", path);
     memcpy(g_sock, path, (size_t)n + 1);
-    if (rt_buf_reserve(&g_out, 65536) < 0)
+    /* allocated once: what the debugger is asked never changes the heap */
+    if (rt_buf_reserve(&g_out, 65536) < 0 || rt_buf_reserve(&g_cmd, MAX_COMMAND) < 0)
         return PyErr_NoMemory();
     if (connect_controller("main") < 0)
         return PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
@@ -571,15 +573,25 @@ debug_reconnect(PyObject *Py_UNUSED(m), PyObject *arg)
     return PyLong_FromLong(g_fd);
 }
 
+/* The UTF-8 of a message for the controller; NULL with an exception set if
+ * it is not a str or there is no controller. */
+static const char *
+message_text(PyObject *arg, Py_ssize_t *n)
+{
+    if (g_fd < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "not connected to a debugger");
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(arg, n);
+}
+
 static PyObject *
 debug_send(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     Py_ssize_t n;
-    const char *text = PyUnicode_AsUTF8AndSize(arg, &n);
+    const char *text = message_text(arg, &n);
     if (!text)
         return NULL;
-    if (g_fd < 0)
-        return PyErr_Format(PyExc_RuntimeError, "not connected to a debugger");
     send_frame('J', text, (size_t)n, NULL, 0);
     Py_RETURN_NONE;
 }
@@ -597,11 +609,13 @@ debug_output(PyObject *Py_UNUSED(m), PyObject *args)
         PyBuffer_Release(&data);
         return PyErr_Format(PyExc_RuntimeError, "not connected to a debugger");
     }
-    uint8_t head[9];
-    uint64_t n = g_writes++;
+    uint8_t head[17];
+    uint64_t n = g_writes++, step = rt_stepper_step();
     head[0] = (uint8_t)fd;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 8; i++) {
         head[1 + i] = (uint8_t)(n >> (8 * i));
+        head[9 + i] = (uint8_t)(step >> (8 * i));
+    }
     send_frame('O', head, sizeof head, data.buf, (size_t)data.len);
     PyBuffer_Release(&data);
     return PyLong_FromSsize_t(data.len);
@@ -613,11 +627,9 @@ static PyObject *
 debug_end(PyObject *Py_UNUSED(m), PyObject *arg)
 {
     Py_ssize_t n;
-    const char *text = PyUnicode_AsUTF8AndSize(arg, &n);
+    const char *text = message_text(arg, &n);
     if (!text)
         return NULL;
-    if (g_fd < 0)
-        return PyErr_Format(PyExc_RuntimeError, "not connected to a debugger");
     for (;;) {
         send_frame('J', text, (size_t)n, NULL, 0);
         serve();

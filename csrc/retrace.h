@@ -182,6 +182,8 @@ void rt_stepper_thread_left(void);
 int rt_stepper_configure(char *line, char *err, size_t errlen);
 /* The position as JSON members (step, k, event, ended, forkable). */
 void rt_stepper_describe(rt_buf *json);
+/* The current line event (after the end: the number of line events). */
+uint64_t rt_stepper_step(void);
 /* Only this thread exists: a fork of the process can go on replaying. */
 int rt_stepper_forkable(void);
 

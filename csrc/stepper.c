@@ -82,7 +82,6 @@ typedef struct dthread {
     unsigned long ident;
     activation *stack;          /* its counted frames, outermost first */
     size_t depth, cap;
-    int func_bp;                /* a function breakpoint (index+1) fires at its next line */
     struct dthread *next;
 } dthread;
 
@@ -155,6 +154,7 @@ static PyObject *g_stop_exc;
 static dthread *g_stop_thread;
 
 static int trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
+static void rescan_here(PyFrameObject *frame, PyObject *exc);
 
 /* ---- code objects --------------------------------------------------------- */
 
@@ -275,6 +275,12 @@ rt_stepper_thread_left(void)
     PyEval_SetTrace(NULL, NULL);
 }
 
+uint64_t
+rt_stepper_step(void)
+{
+    return g_ended ? g_step : g_pos;
+}
+
 int
 rt_stepper_forkable(void)
 {
@@ -297,12 +303,23 @@ push(dthread *th, PyFrameObject *frame)
     th->stack[th->depth++] = (activation){frame, g_step};
 }
 
+/* A frame returns (or yields). It is almost always the top one; a frame
+ * that is not counted is not on the stack at all. */
 static void
 pop(dthread *th, PyFrameObject *frame)
 {
-    for (size_t i = th->depth; i > 0; i--)
+    if (th->stack[th->depth - 1].frame == frame) {
+        th->depth--;
+        return;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    code_info *ci = info_of(code);
+    Py_DECREF(code);
+    if (!ci || ci->skip)
+        return;
+    for (size_t i = th->depth - 1; i > 0; i--)
         if (th->stack[i - 1].frame == frame) {
-            th->depth = i - 1;
+            th->depth = i - 1;      /* inner frames whose return was not seen go too */
             return;
         }
 }
@@ -314,6 +331,24 @@ activation_start(dthread *th)
 }
 
 /* ---- messages -------------------------------------------------------------- */
+
+/* The hit counts of the breakpoints that have a hit condition: id, count, ... */
+static void
+put_hits(rt_buf *j)
+{
+    char num[48];
+    int first = 1;
+    rt_json_key(j, "hits");
+    rt_buf_put_u8(j, '[');
+    for (int i = 0; i < g_nbps; i++)
+        if (g_bps[i].hit_op != HIT_ALWAYS) {
+            int len = snprintf(num, sizeof num, "%s%d,%ld", first ? "" : ",", g_bps[i].id,
+                               g_bps[i].hits);
+            rt_buf_put(j, num, (size_t)len);
+            first = 0;
+        }
+    rt_buf_put_u8(j, ']');
+}
 
 static void
 put_ids(rt_buf *j, const char *key, const int *ids, int n)
@@ -340,7 +375,7 @@ paused_at(void)
 void
 rt_stepper_describe(rt_buf *j)
 {
-    rt_json_int(j, "step", (long long)(g_ended ? g_step : g_pos));
+    rt_json_int(j, "step", (long long)rt_stepper_step());
     rt_json_int(j, "k", (long long)(g_ended ? 0 : g_raise_k));
     rt_json_int(j, "event", (long long)rt_event_index());
     rt_json_int(j, "ended", g_ended);
@@ -356,6 +391,9 @@ stop_here(PyFrameObject *frame, const char *cause, const int *ids, int nids, PyO
     dthread *th = thread_here();
     PyCodeObject *code = PyFrame_GetCode(frame);
     int scan = strcmp(cause, "scan") == 0;
+    g_stop_frame = frame;
+    g_stop_exc = exc;
+    g_stop_thread = th;
     rt_buf *j = &g_msg;
     rt_buf_clear(j);
     rt_json_open(j);
@@ -369,6 +407,7 @@ stop_here(PyFrameObject *frame, const char *cause, const int *ids, int nids, PyO
     rt_json_int(j, "line", PyFrame_GetLineNumber(frame));
     rt_json_unicode(j, "function", code->co_qualname);
     put_ids(j, "bps", ids, nids);
+    put_hits(j);
     if (exc)
         rt_json_str(j, "exc_type", Py_TYPE(exc)->tp_name);
     if (scan) {
@@ -383,13 +422,12 @@ stop_here(PyFrameObject *frame, const char *cause, const int *ids, int nids, PyO
     }
     rt_json_close(j);
     Py_DECREF(code);
-    g_stop_frame = frame;
-    g_stop_exc = exc;
-    g_stop_thread = th;
     rt_ckpt_pause(j);
     g_stop_frame = NULL;
     g_stop_exc = NULL;
     g_stop_thread = NULL;
+    if (g_run.scan != SCAN_NONE)
+        rescan_here(frame, exc);
 }
 
 static void
@@ -409,7 +447,8 @@ note_match(uint64_t tid, const char *cause, const int *ids, int nids)
 /* Whether breakpoint bp, reached at this frame, stops the run. Its condition
  * and log message are evaluated in a throwaway fork; a logpoint prints (on
  * forward runs) and never stops; a condition that fails to evaluate stops,
- * with the error on the console, as in pdb. Hit counts apply to forward runs. */
+ * with the error on the console, as in pdb. Hits are counted on forward runs
+ * that stop at breakpoints (the controller carries the counts over). */
 static int
 fires(breakpoint *bp, PyFrameObject *frame)
 {
@@ -456,16 +495,14 @@ breakpoints_here(dthread *th, PyFrameObject *frame, PyCodeObject *code, code_inf
                  const char **cause)
 {
     int n = 0;
-    if (th->func_bp) {
-        breakpoint *bp = &g_bps[th->func_bp - 1];
-        th->func_bp = 0;
-        if (fires(bp, frame)) {
-            ids[n++] = bp->id;
-            *cause = "function breakpoint";
-        }
-    }
     if (ci->gen != g_bp_gen)
         refresh(ci, code);
+    /* a function breakpoint: the first line of an activation of its code */
+    if (ci->func_bp && th->depth && th->stack[th->depth - 1].frame == frame &&
+        th->stack[th->depth - 1].start == g_pos && fires(&g_bps[ci->func_bp - 1], frame)) {
+        ids[n++] = g_bps[ci->func_bp - 1].id;
+        *cause = "function breakpoint";
+    }
     if (ci->file < 0)
         return n;
     int line = PyFrame_GetLineNumber(frame);
@@ -500,6 +537,62 @@ frame_rule_holds(int rule, dthread *th)
 
 /* ---- trace events ----------------------------------------------------------- */
 
+/* The run's rule, scan and breakpoints at this line: stop, or note a match. */
+static void
+look_at_line(PyFrameObject *frame, PyCodeObject *code, code_info *ci)
+{
+    dthread *th = thread_here();
+    if (!th)
+        return;
+    if (g_run.rule != RULE_NONE && th->tid == g_run.tid && frame_rule_holds(g_run.rule, th)) {
+        stop_here(frame, "step", NULL, 0, NULL);
+        return;
+    }
+    if (g_run.scan >= SCAN_THREAD && g_run.scan <= SCAN_OUT && th->tid == g_run.tid) {
+        static const int rules[] = {[SCAN_THREAD] = RULE_STEP, [SCAN_NEXT] = RULE_NEXT,
+                                    [SCAN_OUT] = RULE_OUT};
+        if (frame_rule_holds(rules[g_run.scan], th))
+            note_match(th->tid, "step", NULL, 0);
+    }
+    if (g_run.breakpoints || g_run.scan == SCAN_BREAK) {
+        int ids[MAX_HITS];
+        const char *cause = "breakpoint";
+        int n = breakpoints_here(th, frame, code, ci, ids, &cause);
+        if (n && g_run.scan == SCAN_BREAK)
+            note_match(th->tid, cause, ids, n);
+        else if (n && g_run.scan == SCAN_NONE)
+            stop_here(frame, cause, ids, n, NULL);
+    }
+}
+
+/* The program raised exc (its g_raise_k-th raise in this line). */
+static void
+look_at_raise(PyFrameObject *frame, PyObject *exc)
+{
+    if (!g_run.exceptions)
+        return;
+    if (g_run.scan == SCAN_BREAK)
+        note_match(t_dbg ? t_dbg->tid : 0, "exception", NULL, 0);
+    else if (g_run.scan == SCAN_NONE)
+        stop_here(frame, "exception", NULL, 0, exc);
+}
+
+/* A process paused at a stop already looked at its position; a scan
+ * started from it must look again, since the position is in its interval. */
+static void
+rescan_here(PyFrameObject *frame, PyObject *exc)
+{
+    if (exc) {
+        look_at_raise(frame, exc);
+        return;
+    }
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    code_info *ci = info_of(code);
+    if (ci)
+        look_at_line(frame, code, ci);
+    Py_DECREF(code);
+}
+
 static void
 on_line(PyFrameObject *frame, PyCodeObject *code, code_info *ci)
 {
@@ -528,45 +621,16 @@ on_line(PyFrameObject *frame, PyCodeObject *code, code_info *ci)
         }
         g_armed = 1;
     }
-    if (!g_checks)
-        return;
-    dthread *th = thread_here();
-    if (!th)
-        return;
-    if (g_run.rule != RULE_NONE && th->tid == g_run.tid && frame_rule_holds(g_run.rule, th)) {
-        stop_here(frame, "step", NULL, 0, NULL);
-        return;
-    }
-    if (g_run.scan >= SCAN_THREAD && g_run.scan <= SCAN_OUT && th->tid == g_run.tid) {
-        static const int rules[] = {[SCAN_THREAD] = RULE_STEP, [SCAN_NEXT] = RULE_NEXT,
-                                    [SCAN_OUT] = RULE_OUT};
-        if (frame_rule_holds(rules[g_run.scan], th))
-            note_match(th->tid, "step", NULL, 0);
-    }
-    if (g_run.breakpoints || g_run.scan == SCAN_BREAK) {
-        int ids[MAX_HITS];
-        const char *cause = "breakpoint";
-        int n = breakpoints_here(th, frame, code, ci, ids, &cause);
-        if (n && g_run.scan == SCAN_BREAK)
-            note_match(th->tid, cause, ids, n);
-        else if (n && g_run.scan == SCAN_NONE)
-            stop_here(frame, cause, ids, n, NULL);
-    }
+    if (g_checks)
+        look_at_line(frame, code, ci);
 }
 
 static void
-on_call(PyFrameObject *frame, PyCodeObject *code, code_info *ci)
+on_call(PyFrameObject *frame)
 {
     dthread *th = thread_here();
-    if (!th)
-        return;
-    push(th, frame);
-    if (g_nfuncs && (g_run.breakpoints || g_run.scan == SCAN_BREAK)) {
-        if (ci->gen != g_bp_gen)
-            refresh(ci, code);
-        if (ci->func_bp)
-            th->func_bp = ci->func_bp;
-    }
+    if (th)
+        push(th, frame);
 }
 
 /* A raise is new to the program when no counted frame lies below this one in
@@ -620,12 +684,7 @@ on_exception(PyFrameObject *frame, PyObject *arg)
         stop_here(frame, g_run.scan != SCAN_NONE ? "scan" : "target", NULL, 0, exc);
         return;
     }
-    if (g_run.exceptions) {
-        if (g_run.scan == SCAN_BREAK)
-            note_match(tid, "exception", NULL, 0);
-        else if (g_run.scan == SCAN_NONE)
-            stop_here(frame, "exception", NULL, 0, exc);
-    }
+    look_at_raise(frame, exc);
 }
 
 static int
@@ -646,7 +705,7 @@ trace(PyObject *Py_UNUSED(obj), PyFrameObject *frame, int what, PyObject *arg)
         if (what == PyTrace_LINE)
             on_line(frame, code, ci);
         else if (what == PyTrace_CALL)
-            on_call(frame, code, ci);
+            on_call(frame);
         else
             on_exception(frame, arg);
     }
@@ -724,8 +783,6 @@ configure_run(const char *args, char *err, size_t errlen)
     g_armed = r.stop_at == g_pos && g_step > 0 && r.stop_k > g_raise_k;
     g_checks = r.rule != RULE_NONE || r.scan != SCAN_NONE || (r.breakpoints && g_nbps);
     memset(&g_match, 0, sizeof g_match);
-    for (int i = 0; i < g_nbps; i++)
-        g_bps[i].hits = 0;
     return 1;
 }
 
@@ -733,7 +790,7 @@ int
 rt_stepper_configure(char *line, char *err, size_t errlen)
 {
     int id, idx, lineno, hit_op, n = 0;
-    long hit_n;
+    long hit_n, hits;
     unsigned long long gen;
     if (strncmp(line, "run ", 4) == 0)
         return configure_run(line + 4, err, errlen);
@@ -758,10 +815,10 @@ rt_stepper_configure(char *line, char *err, size_t errlen)
             g_nfiles++;
         return 0;
     }
-    if (sscanf(line, "line %d %d %d %d %ld", &id, &idx, &lineno, &hit_op, &hit_n) == 5) {
+    if (sscanf(line, "line %d %d %d %d %ld %ld", &id, &idx, &lineno, &hit_op, &hit_n, &hits) == 6) {
         if (g_nbps >= MAX_BPS || idx < 0 || idx >= g_nfiles || lineno <= 0)
             return bad(err, errlen, "bad line breakpoint", line);
-        g_bps[g_nbps++] = (breakpoint){id, idx, lineno, -1, -1, -1, hit_op, hit_n, 0};
+        g_bps[g_nbps++] = (breakpoint){id, idx, lineno, -1, -1, -1, hit_op, hit_n, hits};
         if (lineno < MAX_LINE)
             g_lines[idx][lineno >> 3] |= (uint8_t)(1u << (lineno & 7));
         return 0;
@@ -817,18 +874,47 @@ debug_start(PyObject *Py_UNUSED(m), PyObject *arg)
     Py_RETURN_NONE;
 }
 
-/* debug_finish() -> (line events, (step, k, tid) of the last raise or None) */
+/* debug_finish() -> {"total": line events, "last": (step, k, tid) of the
+ * last raise or None, "scan": the last match of a scan that ran into the end
+ * ({"match_step", "match_k", "match_tid", "match_cause", "match_bps"}) or None} */
 static PyObject *
 debug_finish(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
     g_active = 0;
     g_ended = 1;
     PyEval_SetTrace(NULL, NULL);
-    if (!g_last_raise.set)
-        return Py_BuildValue("(KO)", (unsigned long long)g_step, Py_None);
-    return Py_BuildValue("(K(KKK))", (unsigned long long)g_step,
-                         (unsigned long long)g_last_raise.step,
-                         (unsigned long long)g_last_raise.k, (unsigned long long)g_last_raise.tid);
+    PyObject *last = g_last_raise.set
+        ? Py_BuildValue("(KKK)", (unsigned long long)g_last_raise.step,
+                        (unsigned long long)g_last_raise.k, (unsigned long long)g_last_raise.tid)
+        : Py_NewRef(Py_None);
+    PyObject *scan = Py_NewRef(Py_None);
+    if (last && g_run.scan != SCAN_NONE && g_match.found) {
+        PyObject *ids = PyList_New(g_match.nids);
+        for (int i = 0; ids && i < g_match.nids; i++)
+            PyList_SET_ITEM(ids, i, PyLong_FromLong(g_match.ids[i]));
+        Py_SETREF(scan, ids ? Py_BuildValue("{sKsKsKsssN}", "match_step",
+                                            (unsigned long long)g_match.step, "match_k",
+                                            (unsigned long long)g_match.k, "match_tid",
+                                            (unsigned long long)g_match.tid, "match_cause",
+                                            g_match.cause, "match_bps", ids) : NULL);
+    }
+    PyObject *hits = PyList_New(0);
+    for (int i = 0; hits && i < g_nbps; i++) {
+        PyObject *id = PyLong_FromLong(g_bps[i].id), *n = PyLong_FromLong(g_bps[i].hits);
+        if (g_bps[i].hit_op != HIT_ALWAYS && (!id || !n || PyList_Append(hits, id) < 0 ||
+                                               PyList_Append(hits, n) < 0))
+            Py_CLEAR(hits);
+        Py_XDECREF(id);
+        Py_XDECREF(n);
+    }
+    PyObject *res = last && scan && hits
+        ? Py_BuildValue("{sKsOsOsO}", "total", (unsigned long long)g_step, "last", last, "scan",
+                        scan, "hits", hits)
+        : NULL;
+    Py_XDECREF(last);
+    Py_XDECREF(scan);
+    Py_XDECREF(hits);
+    return res;
 }
 
 /* debug_raise_position(exc) -> (step, k, tid) where the program raised exc

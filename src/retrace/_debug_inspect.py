@@ -235,8 +235,13 @@ class Inspector:
         if exc is None:
             return None
         with program_code():
-            return {"type": type(exc).__qualname__, "message": str(exc),
-                    "traceback": "".join(traceback.format_exception(exc))}
+            try:
+                message = str(exc)
+            except BaseException as error:
+                message = f"<str() failed: {type(error).__name__}: {error}>"
+        # formatting reads the source files: Retrace's work, not the program's
+        return {"type": type(exc).__qualname__, "message": message,
+                "traceback": "".join(traceback.format_exception(exc))}
 
 
 def loop(fd, inspector):

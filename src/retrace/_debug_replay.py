@@ -30,13 +30,14 @@ def start(trace, maps):
     try:
         trace = _run.follow_fork(trace)
         target = _run.locate_program(_session.read_header(trace), maps)
-        _engine.debug_send(json.dumps({"ev": "info", "trace": os.path.abspath(trace),
-                                       "path_map": _session.path_map}))
+        _engine.debug_send(json.dumps({"ev": "info", "path_map": _session.path_map}))
         _files._output_event = _engine.Boundary("sys.stdout.write", _engine.debug_output,
                                                 output=True)
         _session.start_replay(trace)
     except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
         _run.fail(str(exc))
+    except ReplayDivergence as exc:
+        _run.fail(f"the replay diverged before the program started: {exc}")
     return target
 
 
@@ -53,22 +54,27 @@ def main(argv):
             end["exception"] = [type(exc).__qualname__, str(exc)]
             end["traceback"] = "".join(traceback.format_exception(exc))
 
+    def finish(status):
+        """The run is over: report it, then serve the debugger (never returns)."""
+        end["status"] = status
+        end.update(_engine.debug_finish())
+        end["event"] = _engine.event_index()
+        _engine.debug_end(json.dumps(end))
+
+    _session.real_exit = finish      # os._exit in the program ends the run here
     try:
         status, _ = _run.run(target, on_start=lambda: _engine.debug_start(OWN_DIR),
                              on_error=crashed)
-        end["status"] = status
         recorded = _engine.end(None)
         if recorded.get("exit_code") not in (None, status):
             end["divergence"] = (f"the program exited with status {status}; "
                                  f"the recorded run exited with {recorded['exit_code']}")
     except ReplayDivergence as exc:
-        end["divergence"] = str(exc)
-    end["total"], end["last"] = _engine.debug_finish()
-    end["event"] = _engine.event_index()
+        status, end["divergence"] = None, str(exc)
     if not end["divergence"]:
         with _session.internal():
             _run.flush_io()    # as `retrace replay` does once the run ended
-    _engine.debug_end(json.dumps(end))
+    finish(status)
 
 
 if __name__ == "__main__":

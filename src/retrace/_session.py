@@ -31,9 +31,9 @@ real_exit = os._exit
 path_map = []
 
 
-def local_path(path):
-    """Where a recorded source file is on this machine."""
-    for recorded, local in path_map:
+def local_path(path, maps=None):
+    """Where a recorded source file is on this machine (maps: another path map)."""
+    for recorded, local in path_map if maps is None else maps:
         if path == recorded or path.startswith(recorded + os.sep):
             return local + path[len(recorded):]
     return path
@@ -229,10 +229,11 @@ def exit_now(status):
     real_exit(status)
 
 
-def recorded_end():
-    """The END record's info of the replayed trace, or None if it has none."""
+def recorded_end(path=None):
+    """The END record's info of the replayed trace (or of path), or None if it
+    has none."""
     try:
-        _, records, _ = _engine._read_records(trace_path)
+        _, records, _ = _engine._read_records(path or trace_path)
     except TraceCorrupt:
         return None
     for record in reversed(records):
@@ -241,14 +242,16 @@ def recorded_end():
     return None
 
 
-def recorded_sources():
+def recorded_sources(head=None, path=None):
     """Checksums of the recorded run's source files: the END record's, plus the
-    main script's from the header (all a cut-short recording has)."""
+    main script's from the header (all a cut-short recording has). By default
+    of the replayed trace; or of the trace at path, whose header is head."""
+    head = head or header
     sums = {}
-    main = header["target"].get("path")
-    if main and header.get("main_checksum") is not None:
-        sums[main] = header["main_checksum"]
-    sums.update((recorded_end() or {}).get("sources", {}))
+    main = head["target"].get("path")
+    if main and head.get("main_checksum") is not None:
+        sums[main] = head["main_checksum"]
+    sums.update((recorded_end(path) or {}).get("sources", {}))
     return sums
 
 
@@ -263,9 +266,11 @@ def describe_exception(exc):
             "exception_where": where}
 
 
-def changed_sources():
-    return sorted(local_path(path) for path, crc in recorded_sources().items()
-                  if crc is not None and file_checksum(local_path(path)) != crc)
+def changed_sources(head=None, path=None, maps=None):
+    """Local source files whose checksum differs from the recorded one (see
+    recorded_sources and local_path for the arguments)."""
+    return sorted(local_path(p, maps) for p, crc in recorded_sources(head, path).items()
+                  if crc is not None and file_checksum(local_path(p, maps)) != crc)
 
 
 def _replay_stack():

@@ -1,5 +1,5 @@
 """The replay debugger: travel a recorded run forwards and backwards, and
-inspect it (docs/debugger.md, the API in DEBUGGER_API.md).
+inspect it (docs/debugger.md).
 
     from retrace.debugger import Debugger
     dbg = Debugger("run.retrace")        # paused before the program's first line
@@ -33,9 +33,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import weakref
 
-from . import _engine, _session
+from . import _session
 from .errors import RetraceError, TraceCorrupt
 
 # Run rules and scans (csrc/stepper.c)
@@ -44,6 +45,7 @@ SCAN_NONE, SCAN_THREAD, SCAN_NEXT, SCAN_OUT, SCAN_BREAK = range(5)
 HIT_ALWAYS, HIT_EQ, HIT_GE, HIT_MOD = range(4)
 
 CHECKPOINT_INTERVAL = 0.05    # seconds of running between two checkpoints
+DENSE = 10                    # ... divided by this when replaying towards an earlier position
 MAX_CHECKPOINTS = 24          # besides the one at the start
 STARTUP_TIMEOUT = 60.0        # the replay process connects within this
 ANSWER_TIMEOUT = 30.0         # a paused process or an inspector answers within this
@@ -115,7 +117,9 @@ class _Proc:
         self.dead = False
 
     def update(self, message):
-        if "step" in message:
+        if message["ev"] == "end":
+            self.pos, self.ended, self.at = (message["total"], 0), True, "end"
+        elif "step" in message:
             self.pos = (message["step"], message["k"])
             self.forkable = bool(message["forkable"])
             self.ended = bool(message["ended"])
@@ -208,7 +212,8 @@ class Debugger:
         self._raised = False
         self._uncaught = True
         self._end = None                # the end report, once a process got there
-        self._out_seq = -1
+        self._out_seq = -1              # the last write shown
+        self._out_pending = {}          # write number -> (step, stream, bytes) not yet shown
         self._decoders = {}
         self._info = {}
         self._main = None
@@ -218,6 +223,9 @@ class Debugger:
         self._header = self._read_header(self.recording)
         self._maps = [f"{k}={v}" for k, v in (path_map or {}).items()]
         self._dir = tempfile.mkdtemp(prefix="retrace-debug-")
+        if len(self._dir) > 90:           # a Unix socket path has at most 107 bytes
+            os.rmdir(self._dir)
+            self._dir = tempfile.mkdtemp(prefix="retrace-debug-", dir="/tmp")
         self._finalizer = weakref.finalize(self, _kill_all, self._procs, None, self._dir)
         try:
             self._start()
@@ -277,16 +285,14 @@ class Debugger:
         self._log.seek(0)
         return self._log.read().decode(errors="replace")
 
-    def _died(self, proc):
-        """The error for a replay process that hung up: its log says why."""
-        proc.kill()
-        self._procs.discard(proc)
-        if proc.role == "main":
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._main.wait(timeout=30)
+    def _failure(self, otherwise):
+        """The error for a replay process that went away: its log says why."""
         text = self._log_text().strip()
-        return DebuggerError(text.replace("retrace: error: ", "") if text else
-                             f"the replay process {proc.pid} ended unexpectedly")
+        return DebuggerError(text.replace("retrace: error: ", "") if text else otherwise)
+
+    def _died(self, proc):
+        self._end_process(proc)
+        return self._failure(f"the replay process {proc.pid} ended unexpectedly")
 
     # -- messages ------------------------------------------------------------
 
@@ -313,7 +319,6 @@ class Debugger:
 
     def _await_hello(self, pid, timeout=ANSWER_TIMEOUT):
         """The process that said hello with this pid (None: the main one)."""
-        import time
         deadline = time.monotonic() + timeout
         while True:
             for key, proc in list(self._hellos.items()):
@@ -321,16 +326,12 @@ class Debugger:
                     return self._hellos.pop(key)
             remaining = deadline - time.monotonic()
             if pid is None and self._main.poll() is not None:
-                raise self._died_main()
+                raise self._failure(f"the replay process exited with status "
+                                    f"{self._main.returncode}")
             if remaining <= 0:
                 raise DebuggerError("a replay process did not connect within "
                                     f"{timeout:.0f} s" + self._log_tail())
             self._accept(min(remaining, 0.2))
-
-    def _died_main(self):
-        text = self._log_text().strip()
-        return DebuggerError(text.replace("retrace: error: ", "") or
-                             f"the replay process exited with status {self._main.returncode}")
 
     def _log_tail(self):
         text = self._log_text().strip()
@@ -339,18 +340,12 @@ class Debugger:
     def _wait(self, proc, events, timeout=None):
         """Read proc's messages until one of events; meanwhile take the hellos of
         new processes, and pass the program's output and log messages on."""
-        import time
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError
-            try:
-                ready, _, _ = select.select([proc.sock, self._listener], [], [], remaining)
-            except KeyboardInterrupt:
-                if proc is self._running:
-                    proc.command("pause")
-                continue
+            ready, _, _ = select.select([proc.sock, self._listener], [], [], remaining)
             if self._listener in ready:
                 self._accept(0)
             if proc.sock not in ready:
@@ -375,15 +370,25 @@ class Debugger:
                 return message
 
     def _output(self, body):
-        fd, seq = struct.unpack("<BQ", body[:9])
-        if seq <= self._out_seq:
-            return                      # shown already, when the replay first got here
-        self._out_seq = seq
-        stream = "stdout" if fd == 1 else "stderr"
-        decoder = self._decoders.setdefault(stream, codecs.getincrementaldecoder("utf-8")("replace"))
-        text = decoder.decode(body[9:])
-        if text and self._on_output:
-            self._on_output(stream, text)
+        """A write of the program, kept until the current position passes it
+        (a run to the end or a scan may replay it long before). A write
+        replayed again is not shown again."""
+        fd, seq, step = struct.unpack("<BQQ", body[:17])
+        if seq > self._out_seq:
+            self._out_pending[seq] = (step, "stdout" if fd == 1 else "stderr", body[17:])
+
+    def _show_output(self, stop):
+        for seq in sorted(self._out_pending):
+            step, stream, data = self._out_pending[seq]
+            if seq != self._out_seq + 1 or (step >= stop.step and stop.reason != "end"):
+                break
+            del self._out_pending[seq]
+            self._out_seq = seq
+            decoder = self._decoders.setdefault(
+                stream, codecs.getincrementaldecoder("utf-8")("replace"))
+            text = decoder.decode(data)
+            if text and self._on_output:
+                self._on_output(stream, text)
 
     def _console(self, text):
         if text and self._on_output:
@@ -398,19 +403,22 @@ class Debugger:
         return self._await_hello(message["pid"])
 
     def _keep(self, proc):
-        """Keep a paused, forkable process as a checkpoint (or let it go)."""
+        """Keep a paused, forkable process as a checkpoint (or let it go). One
+        forked by a running replay is where that replay is now: the pool is
+        thinned around it, not around the position the replay left."""
         if proc.ended or not proc.forkable or proc.pos in self._checkpoints:
             self._discard(proc)
             return
         self._checkpoints[proc.pos] = proc
+        here = proc.pos[0] if proc.role == "checkpoint" or not self._current else \
+            self._current.pos[0]
         while len(self._checkpoints) > self._max_checkpoints + 1:
-            self._discard(self._checkpoints.pop(self._least_useful()))
+            self._discard(self._checkpoints.pop(self._least_useful(here)))
 
-    def _least_useful(self):
+    def _least_useful(self, here):
         """The checkpoint whose loss costs least: the one leaving the smallest gap
-        behind, relative to its distance from the current position (so they
-        thin out geometrically into the past). The start is always kept."""
-        here = self._current.pos[0] if self._current else 0
+        behind, relative to its distance from here (so they thin out
+        geometrically into the past). The start is always kept."""
         positions = sorted(self._checkpoints)
         best, best_cost = None, None
         for i in range(1, len(positions)):
@@ -421,10 +429,16 @@ class Debugger:
                 best, best_cost = positions[i], cost
         return best
 
+    def _end_process(self, proc):
+        proc.kill()
+        self._procs.discard(proc)
+        if proc.role == "main":             # our child: reap it
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._main.wait(timeout=30)
+
     def _discard(self, proc):
         if proc is not self._current:
-            proc.kill()
-            self._procs.discard(proc)
+            self._end_process(proc)
 
     def _drop_inspectors(self):
         for proc in self._inspectors:
@@ -462,9 +476,10 @@ class Debugger:
                 if bp["file"] not in files:
                     files[bp["file"]] = len(files)
                     for variant in dict.fromkeys((bp["file"], os.path.realpath(bp["file"]))):
-                        lines.append(f"file {files[bp['file']]} {variant}")
+                        lines.append(f"file {files[bp['file']]} {_escape(variant)}")
                 op, n = bp["hit"]
-                lines.append(f"line {bp_id} {files[bp['file']]} {bp['line']} {op} {n}")
+                lines.append(f"line {bp_id} {files[bp['file']]} {bp['line']} {op} {n} "
+                             f"{bp.get('hits', 0)}")
             else:
                 lines.append(f"func {bp_id} {_escape(bp['name'])}")
             if bp["condition"]:
@@ -474,13 +489,16 @@ class Debugger:
         return lines
 
     def _run(self, proc, stop_at=None, rule=RULE_NONE, scan=SCAN_NONE, breakpoints=False,
-             exceptions=False, logs=False, hidden=None, frame=None):
+             exceptions=False, logs=False, hidden=None, frame=None, dense=False):
         """Send a run request. stop_at: a position (step, k) or None; frame: the
-        stop whose thread and frame the rule or scan is about (default: here)."""
+        stop whose thread and frame the rule or scan is about (default: here);
+        dense: checkpoints closer together (the user is going backwards, and
+        will likely go on: the next reverse step then replays little)."""
         frame = frame or self.stop
         step, k = stop_at if stop_at is not None else (-1, 0)
+        interval = self._interval_ns // DENSE if dense else self._interval_ns
         run = (f"run {step} {k} {rule} {scan} {frame.thread} {frame.depth} {frame.frame_start} "
-               f"{int(breakpoints)} {int(exceptions)} {int(logs)} {self._interval_ns}")
+               f"{int(breakpoints)} {int(exceptions)} {int(logs)} {interval}")
         proc.command(*self._table(hidden), run)
 
     def _replay_to(self, pos, **run):
@@ -491,7 +509,7 @@ class Debugger:
         if proc.pos == pos and proc.at == "stop":
             proc.command("again")
             return proc, self._wait(proc, ("stop", "scan"))
-        self._run(proc, stop_at=pos, **run)
+        self._run(proc, stop_at=pos, dense=pos < self._current.pos, **run)
         return proc, self._wait(proc, ("stop", "end"))
 
     def _become(self, proc):
@@ -518,19 +536,24 @@ class Debugger:
                     frame_start=message["start"])
         self._drop_inspectors()
         self.stop = stop
+        self._show_output(stop)
         if cause == "missed":
             self._console("retrace: warning: the replay did not raise the exception recorded at "
                           f"step {stop.step}: it is not deterministic here\n")
         self._check_known(stop)
         if message.get("exc_type"):
-            info = self.exception_info() or {}
-            stop.exception = (info.get("type", message["exc_type"]), info.get("message", ""))
             if cause == "divergence":
                 stop.reason = "exception"
+            try:
+                info = self.exception_info() or {}
+            except DebuggerError as exc:
+                info = {"message": f"<not available: {exc}>"}
+            stop.exception = (info.get("type", message["exc_type"]), info.get("message", ""))
         if reason == "crash" and self._end and self._end.get("exception"):
             stop.exception = tuple(self._end["exception"])
         for bp_id in stop.breakpoint_ids:
-            if self._breakpoints.get(bp_id, {}).get("temporary") and stop.reason == "breakpoint":
+            if self._breakpoints.get(bp_id, {}).get("temporary") and \
+                    stop.reason in ("breakpoint", "function breakpoint"):
                 self.remove_breakpoint(bp_id)
         return stop
 
@@ -541,6 +564,7 @@ class Debugger:
         self.stop = Stop(step=message["total"], reason="end", thread=0,
                          event_index=message["event"], file=None, line=None, function=None,
                          exception=tuple(message["exception"]) if message["exception"] else None)
+        self._show_output(self.stop)
         if message.get("divergence"):
             self._console(f"retrace: the replay diverged: {message['divergence']}\n")
         return self.stop
@@ -558,7 +582,10 @@ class Debugger:
         """Run a copy of a paused process to the end once, to learn it."""
         if self._end is not None:
             return
-        base = self._current if self._current.forkable else self._base_for(self._current.pos)
+        self._accept_pending()
+        base = self._current if self._current.forkable else max(
+            (p for p in self._checkpoints.values() if p.pos <= self._current.pos),
+            key=lambda p: p.pos)
         proc = self._fork(base)
         self._run(proc)
         message = self._wait(proc, ("end", "stop"))
@@ -586,6 +613,10 @@ class Debugger:
                 message = self._wait(proc, ("stop", "end"))
             finally:
                 self._running = None
+            hits = message.get("hits", [])
+            for bp_id, count in zip(hits[::2], hits[1::2]):
+                if bp_id in self._breakpoints:
+                    self._breakpoints[bp_id]["hits"] = count
             stop = self._arrive(message, "crash" if target else "step")
             if message["ev"] == "end" and self._uncaught and self._crash_position() and \
                     self._crash_position() > start:
@@ -622,8 +653,9 @@ class Debugger:
         return self._forward(RULE_NONE)
 
     def pause(self):
-        """Stop a forward move in progress (from another thread): it stops at
-        the next multiple of 1024 steps with reason "pause"."""
+        """Stop a forward move in progress (from another thread, or a signal
+        handler): it stops at the next multiple of 1024 steps with reason
+        "pause". Reverse moves and gotos are not interrupted."""
         proc = self._running
         if proc is not None:
             with contextlib.suppress(DebuggerError):
@@ -648,7 +680,12 @@ class Debugger:
                       frame=frame)
             message = self._wait(proc, ("scan", "stop", "end"))
             self._keep(proc)
-            if message["ev"] == "scan" and message["found"]:
+            if message["ev"] == "end":
+                self._end = self._end or message
+                message = message["scan"]
+            elif message["ev"] != "scan" or not message["found"]:
+                message = None
+            if message:
                 return message
             end = base.pos
 
@@ -748,12 +785,13 @@ class Debugger:
                               "hit_condition": hit_condition, "temporary": temporary,
                               "log_message": log_message or None})
 
-    def add_function_breakpoint(self, name, *, condition=None):
+    def add_function_breakpoint(self, name, *, condition=None, temporary=False):
         with self._lock:
             if condition:
                 self._check_syntax(condition)
             return self._add({"kind": "function", "name": name, "condition": condition or None,
-                              "hit": (HIT_ALWAYS, 0), "temporary": False, "log_message": None})
+                              "hit": (HIT_ALWAYS, 0), "temporary": temporary,
+                              "log_message": None})
 
     @staticmethod
     def _check_syntax(expression):
@@ -775,7 +813,7 @@ class Debugger:
                 self._bp_gen += 1
 
     def breakpoints(self):
-        return [{"id": bp_id, **{k: v for k, v in bp.items() if k != "hit"}}
+        return [{"id": bp_id, "hits": 0, **{k: v for k, v in bp.items() if k != "hit"}}
                 for bp_id, bp in self._breakpoints.items()]
 
     def set_exception_breakpoints(self, *, raised=False, uncaught=True):
@@ -796,7 +834,6 @@ class Debugger:
         return answer["result"]
 
     def _wait_answer(self, proc, timeout):
-        import time
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -887,31 +924,10 @@ class Debugger:
             return self._ask(self._inspector(), "exception")
 
     def source_changed(self):
-        """Source files whose checksum differs from the recording's."""
-        maps = [tuple(p) for p in self._info.get("path_map", [])]
-
-        def local(path):
-            for recorded, here in maps:
-                if path == recorded or path.startswith(recorded + os.sep):
-                    return here + path[len(recorded):]
-            return path
-
-        trace = self._info.get("trace", self.recording)
-        sums = {}
-        header = _session.read_header(trace)
-        main = header["target"].get("path")
-        if main and header.get("main_checksum") is not None:
-            sums[main] = header["main_checksum"]
-        try:
-            _, records, _ = _engine._read_records(trace)
-        except TraceCorrupt:
-            records = []
-        for record in reversed(records):
-            if record[:1] == b"E":
-                sums.update((_engine.decode(record[1:]) or {}).get("sources", {}))
-                break
-        return sorted(local(path) for path, crc in sums.items()
-                      if crc is not None and _session.file_checksum(local(path)) != crc)
+        """Source files whose checksum differs from the recording's (with the
+        path map the replay used, found copies included)."""
+        return _session.changed_sources(self._header, self.recording,
+                                        [tuple(p) for p in self._info.get("path_map", [])])
 
     # -- the end ----------------------------------------------------------------------------
 
