@@ -584,3 +584,36 @@ def test_sigterm_closes_the_replay_processes(dap, loop):
             threading.Event().wait(0.1)
         else:
             pytest.fail(f"replay process {pid} outlived the adapter")
+
+
+LONG = textwrap.dedent('''\
+    total = 0
+    for i in range(5_000_000):
+        total += i                       # ADD
+    print(total)
+''')
+
+
+def test_a_long_search_reports_progress_and_cancel_pauses_it(dap, tmp_path):
+    script, trace, result = record(tmp_path, "long", LONG)
+    assert result.returncode == 0, result.stderr.decode()
+    client = dap()
+    kind, stop = client.start(trace, stopOnEntry=True)
+    assert (kind, stop["reason"]) == ("stopped", "entry"), stop
+    client.request("setBreakpoints", source={"path": str(script)},
+                   breakpoints=[{"line": line_of(LONG, "# ADD"), "condition": "i < 0"}])
+    mark = len(client.events)
+    client.request("continue", threadId=stop["threadId"])
+    progress = client.wait_event("progressStart", after=mark)
+    assert progress["cancellable"] and progress["title"]
+    client.request("cancel", progressId=progress["progressId"])
+    ended = client.wait_event("progressEnd", after=mark)
+    assert ended["progressId"] == progress["progressId"]
+    stopped = client.wait_event("stopped", after=mark)
+    assert stopped["reason"] == "pause", stopped
+    frame = client.top(stopped["threadId"])
+    assert frame["line"] in (line_of(LONG, "for i in"), line_of(LONG, "# ADD"))
+    i = int(client.evaluate("i", frame["id"])["result"])
+    assert 0 < i < 5_000_000
+    assert client.evaluate("total", frame["id"])["result"] in (str(i * (i - 1) // 2),
+                                                                str(i * (i + 1) // 2))

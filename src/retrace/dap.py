@@ -66,13 +66,8 @@ STOP_REASONS = {
     "crash": "exception", "start": "step", "goto": "goto", "pause": "pause",
 }
 
-# Moves: DAP request -> (engine method, direction). A step that ends in library
-# code under justMyCode goes on with the step-out of the same direction.
-MOVES = {
-    "continue": ("cont", +1), "next": ("next", +1), "stepIn": ("step", +1),
-    "stepOut": ("step_out", +1), "stepBack": ("reverse_next", -1),
-    "reverseContinue": ("reverse_continue", -1),
-}
+# Under justMyCode, a step that ends in library code goes on with the step-out
+# of the same direction.
 STEP_OUT = {+1: "step_out", -1: "reverse_step_out"}
 SEARCHES = {"cont": "Replaying forward to the next stop",
             "reverse_continue": "Searching backward for the previous stop"}
@@ -158,6 +153,7 @@ class Adapter:
         self.frame_ids = {}        # DAP frame id -> (thread, frame index)
         self.source_bps = {}       # file -> engine breakpoint ids
         self.function_bps = []
+        self.goto_targets = {}     # gotoTargets id -> (file, line)
         self.queue = queue.Queue()
         self.cancelled = set()     # seqs of queued requests that were cancelled
         self.running = None        # the request whose move is running
@@ -432,7 +428,7 @@ class Adapter:
                     file, bp["line"], condition=bp.get("condition") or None,
                     hit_condition=bp.get("hitCondition") or None,
                     log_message=bp.get("logMessage") or None)
-            except Exception as exc:
+            except DebuggerError as exc:
                 result.append({"verified": False, "line": bp["line"], "message": str(exc)})
                 continue
             ids.append(bp_id)
@@ -448,7 +444,7 @@ class Adapter:
             try:
                 bp_id = self.dbg.add_function_breakpoint(bp["name"],
                                                          condition=bp.get("condition") or None)
-            except Exception as exc:
+            except DebuggerError as exc:
                 result.append({"verified": False, "message": str(exc)})
                 continue
             self.function_bps.append(bp_id)
@@ -505,7 +501,7 @@ class Adapter:
                              "label": f"Travel back to when line {line} last ran"}]}
 
     def request_goto(self, args):
-        target = getattr(self, "goto_targets", {}).get(args.get("targetId"))
+        target = self.goto_targets.get(args.get("targetId"))
         if target is None:
             raise RequestError("unknown goto target: ask gotoTargets first")
         path, line = target
@@ -537,7 +533,9 @@ class Adapter:
             if fmt.get("line"):
                 name = f"{name} Line {frame.line}"
             result.append({"id": frame_id, "name": name, "line": frame.line, "column": 1,
-                           "source": self.source(frame.file)})
+                           "source": self.source(frame.file),
+                           "canRestart": thread == self.dbg.stop.thread
+                           and frame.start is not None})
         return {"stackFrames": result, "totalFrames": len(frames)}
 
     def source(self, file):
