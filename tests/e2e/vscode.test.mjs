@@ -164,6 +164,13 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
     await shot("2-summary");
 
     step("summary shown");
+
+    // The Explorer offers "Replay in Retrace" on .retrace files.
+    await page.locator('.activitybar .action-item a[aria-label^="Explorer"]').click();
+    await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "crash.retrace" }).click({ button: "right" });
+    await page.locator(".context-view .action-label", { hasText: "Replay in Retrace" }).waitFor();
+    await page.keyboard.press("Escape");
+    await page.locator('.activitybar .action-item a[aria-label^="Retrace"]').click();
     // Replay from the sidebar: the session starts stopped at the crash.
     await row.hover();
     await row.locator('.action-label[aria-label="Replay"]').click();
