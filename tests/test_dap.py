@@ -567,15 +567,14 @@ def test_port_serves_one_client_over_tcp(tmp_path):
         proc.stderr.close()
 
 
-def test_sigterm_closes_the_replay_processes(dap, loop):
-    client, kind, stop = at_print(dap, loop, condition="i == 1")
-    assert kind == "stopped", stop
-    replays = subprocess.run(["pgrep", "-f", f"retrace._debug_replay .* {loop[1]}"],
-                             capture_output=True, text=True).stdout.split()
-    assert replays, "no replay process found"
-    client.proc.terminate()
-    assert client.proc.wait(timeout=TIMEOUT) == 0
-    for pid in map(int, replays):
+def replay_processes(trace):
+    return [int(pid) for pid in subprocess.run(
+        ["pgrep", "-f", f"retrace._debug_replay .* {trace}"],
+        capture_output=True, text=True, timeout=TIMEOUT).stdout.split()]
+
+
+def assert_gone(pids, what):
+    for pid in pids:
         for _ in range(100):
             try:
                 os.kill(pid, 0)
@@ -583,7 +582,28 @@ def test_sigterm_closes_the_replay_processes(dap, loop):
                 break
             threading.Event().wait(0.1)
         else:
-            pytest.fail(f"replay process {pid} outlived the adapter")
+            pytest.fail(f"replay process {pid} outlived {what}")
+
+
+def test_terminate_ends_the_session_and_its_replay_processes(dap, loop):
+    client, kind, stop = at_print(dap, loop, condition="i == 1")
+    assert kind == "stopped", stop
+    replays = replay_processes(loop[1])
+    assert replays, "no replay process found"
+    mark = len(client.events)
+    client.request("terminate")
+    client.wait_event("terminated", after=mark)
+    assert_gone(replays, "terminate")
+
+
+def test_sigterm_closes_the_replay_processes(dap, loop):
+    client, kind, stop = at_print(dap, loop, condition="i == 1")
+    assert kind == "stopped", stop
+    replays = replay_processes(loop[1])
+    assert replays, "no replay process found"
+    client.proc.terminate()
+    assert client.proc.wait(timeout=TIMEOUT) == 0
+    assert_gone(replays, "the adapter")
 
 
 LONG = textwrap.dedent('''\
