@@ -2,25 +2,26 @@
 #   make dev        build the engine into .venv-3.11 (editable) for day-to-day work
 #   make test       Python 3.11, 3.12 and 3.13 suites, then the AddressSanitizer run
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
-#   make demo       record a crashing program, then replay it offline
+#   make demo       record a Flask service under load, then replay its crash offline
 #   make bench      what recording costs against plain runs: bench/results.md (a few minutes)
 #   make vsix       lint and package the VS Code extension: editors/vscode/retrace.vsix
 #   make e2e-vscode the extension in a real VS Code (code-server + chromium), see tests/e2e/
 
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
-ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py tests/test_bad_input.py
+ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py tests/test_bad_input.py \
+             tests/test_sqlite.py
 
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
 .PHONY: dev test test-asan demo bench clean vsix e2e-vscode $(addprefix test-,$(VERSIONS))
 
-.venv-%/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
+.venv-%/done: Makefile pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
 	$(call python_for,$*) -m venv .venv-$*
 	.venv-$*/bin/pip install -q --upgrade pip
-	.venv-$*/bin/pip install -q -e . pytest requests
+	.venv-$*/bin/pip install -q -e . pytest requests flask gunicorn django psycopg2-binary
 	touch $@
 
 dev: .venv-3.11/done

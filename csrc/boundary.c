@@ -8,12 +8,27 @@
  *
  * Records (each framed by stream.c):
  *   'D' varint fid, str name          defines a function id on first use
- *   'C' varint tid, varint fid, u8 outcome (0 return, 1 raise), value
+ *   'C' varint tid, varint fid, u8 outcome, [varint receiver], value
+ *        outcome bit 0: raised; bit 1: the receiver's handle follows
+ *   'K' varint tid, varint fid, varint callback, value (args, kwargs)
+ *        a callback made by the external call `fid` that is in progress
  *   'E' value                          the end of the run (a dict)
  *
  * Work done by Retrace itself, and calls made while an external call is in
- * progress (callbacks from C into Python), run with the boundary disabled
- * for that thread: they execute for real and are not recorded.
+ * progress, run with the boundary disabled for that thread: they execute
+ * for real and are not recorded. The exception are Callbacks (handles.c),
+ * functions of the program that a driver calls: each call is a 'K' record
+ * written before the function runs, with the boundary on, so its own events
+ * follow it; the external call's 'C' record comes last. Replay, asked for
+ * that call, first makes the recorded callbacks with the recorded arguments
+ * and then returns the recorded outcome. Arguments of the call and what the
+ * callbacks returned are the call's "refs": values refer to them by index
+ * ('R'), so a row a row factory made is the object the replay's row factory
+ * made.
+ *
+ * A "receiver" boundary is a method of an external object (handles.c): the
+ * record carries the object's handle, and replay checks that the call is
+ * made on the object the recording made it on.
  *
  * Replay runs one thread at a time, in the recorded order of events (demux.c).
  * "Ordered" boundaries (lock release, queue put) record only their place in
@@ -24,13 +39,15 @@
 #include "retrace.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <zlib.h>
+#include <frameobject.h>
 
 enum { MODE_OFF, MODE_RECORD, MODE_REPLAY };
-enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1 };
+enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1, OUTCOME_RECEIVER = 2 };
 
 typedef struct {
     PyObject_HEAD
@@ -41,14 +58,26 @@ typedef struct {
     int ordered;         /* only the call's place in the order is recorded; it runs in replay too */
     int output;          /* func(fd, data) writes output: see record_output */
     int outcome_only;    /* record whether it returned or raised, not the value */
+    int receiver;        /* a method of an external object: its handle is checked */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
 
+/* The external call a thread is making (recording), for its callbacks. */
+typedef struct {
+    Boundary *call;            /* NULL: none */
+    PyObject *const *args;     /* its positional and keyword arguments (borrowed) */
+    Py_ssize_t nargs;
+    uint64_t receiver;         /* its receiver's handle, or 0 */
+    rt_refs refs;              /* set up at its first callback */
+} rt_frame;
+
 typedef struct {
     int disabled;        /* > 0: calls pass through unrecorded */
+    rt_frame frame;
     uint64_t tid;        /* thread number in the trace */
     int has_tid;
+    uint64_t last_event; /* index of this thread's latest CALL record */
     rt_buf scratch;      /* the record being encoded */
 } rt_thread;
 
@@ -64,6 +93,8 @@ static rt_writer *g_writer;
 static rt_reader *g_reader;
 static PyObject *g_registry;        /* name -> Boundary, for replay lookups */
 static PyObject *g_divergence;      /* callable building a ReplayDivergence */
+static PyObject *g_signal_event;    /* the Boundary of "a signal handler ran here" */
+static PyObject *g_signal_deliver;  /* replay: runs the recorded handler (_signals.py) */
 
 /* Replay: recorded fid -> its recorded name and the Boundary of that name in
  * this replay (borrowed from g_registry; NULL if not intercepted here). */
@@ -185,12 +216,35 @@ check_split(Boundary *self, PyObject *res)
     return -1;
 }
 
+/* self->func(*args). An exception raised through a split function written in
+ * Python loses that function's frame from its traceback: the program's
+ * traceback shows its own call, as without Retrace. */
+static PyObject *
+call_func(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    if (res || !self->split || !PyFunction_Check(self->func))
+        return res;
+    PyObject *exc = take_exception();
+    PyObject *tb = exc ? PyException_GetTraceback(exc) : NULL;
+    if (tb) {
+        PyTracebackObject *own = (PyTracebackObject *)tb;
+        PyCodeObject *code = PyFrame_GetCode(own->tb_frame);
+        if ((PyObject *)code == PyFunction_GET_CODE(self->func))
+            PyException_SetTraceback(exc, own->tb_next ? (PyObject *)own->tb_next : Py_None);
+        Py_DECREF(code);
+        Py_DECREF(tb);
+    }
+    restore_exception(exc);
+    return NULL;
+}
+
 /* The call with the boundary off: the real thing (of a split function, the
  * part it returns to the caller). */
 static PyObject *
 call_through(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    PyObject *res = call_func(self, args, nargsf, kwnames);
     if (res && self->split) {
         if (check_split(self, res) < 0)
             return NULL;
@@ -241,17 +295,18 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
     rt_buf *b = &t->scratch;
     rt_buf_clear(b);
     int rc = 0;
+    int outcome = (result ? OUTCOME_RETURN : OUTCOME_RAISE) | (self->receiver ? OUTCOME_RECEIVER : 0);
     if (rt_buf_put_u8(b, 'C') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
-        rt_buf_put_varint(b, self->fid) < 0 ||
-        rt_buf_put_u8(b, result ? OUTCOME_RETURN : OUTCOME_RAISE) < 0) {
+        rt_buf_put_varint(b, self->fid) < 0 || rt_buf_put_u8(b, (uint8_t)outcome) < 0 ||
+        (self->receiver && rt_buf_put_varint(b, t->frame.receiver) < 0)) {
         PyErr_NoMemory();
         rc = -1;
     }
     else
-        rc = rt_encode(b, result ? result : exc);
+        rc = rt_encode_refs(b, result ? result : exc, t->frame.refs.list ? &t->frame.refs : NULL);
     if (rc == 0) {
         append_scratch(t);
-        g_event_index++;
+        t->last_event = g_event_index++;
     }
     if (exc)
         restore_exception(exc);
@@ -298,6 +353,21 @@ record_output(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf
     return res;
 }
 
+/* The handle of a method's receiver (args[0]), or 0 if it is no external
+ * object; a new one on first sight, in recording and replay alike. */
+static int
+receiver_handle(Boundary *self, PyObject *const *args, size_t nargsf, uint64_t *handle)
+{
+    int is_new;
+    *handle = 0;
+    if (!self->receiver || PyVectorcall_NARGS(nargsf) < 1 || !rt_handle_is_external(args[0]))
+        return 0;
+    return rt_handle_get(args[0], handle, &is_new);
+}
+
+static PyObject *record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args,
+                                    size_t nargsf, PyObject *kwnames);
+
 static PyObject *
 record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
@@ -308,6 +378,25 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
     }
     if (self->output)
         return record_output(self, t, args, nargsf);
+    rt_frame outer = t->frame;
+    t->frame = (rt_frame){self, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0),
+                          0, {0}};
+    PyObject *res;
+    if (receiver_handle(self, args, nargsf, &t->frame.receiver) < 0) {
+        abandon_recording();
+        res = call_through(self, args, nargsf, kwnames);
+    }
+    else
+        res = record_call_framed(self, t, args, nargsf, kwnames);
+    rt_refs_free(&t->frame.refs);
+    t->frame = outer;
+    return res;
+}
+
+static PyObject *
+record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+                   PyObject *kwnames)
+{
     t->disabled++;
     if (self->ordered) {
         if (record_outcome(self, t, Py_None) < 0)
@@ -316,7 +405,7 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         t->disabled--;
         return res;
     }
-    PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+    PyObject *res = call_func(self, args, nargsf, kwnames);
     PyObject *recorded = res && self->outcome_only ? Py_None : res;
     if (res && self->split) {
         if (check_split(self, res) < 0) {
@@ -339,6 +428,116 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
     if (res && self->split)
         Py_SETREF(res, Py_NewRef(PyTuple_GET_ITEM(res, 1)));
     return res;
+}
+
+/* The arguments of an external call, and the items of those that are
+ * tuples, lists or dicts, two levels deep (the parameters of a query, or of
+ * each query of executemany), are the first refs. */
+static int
+add_refs(rt_refs *refs, PyObject *const *items, Py_ssize_t n, int depth)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = items[i], *inner = NULL;
+        if (rt_refs_add(refs, a) < 0)
+            return -1;
+        if (depth == 0)
+            continue;
+        if (PyTuple_Check(a) || PyList_Check(a)) {
+            inner = PySequence_Tuple(a);
+        }
+        else if (PyDict_Check(a)) {
+            PyObject *values = PyDict_Values(a);
+            inner = values ? PySequence_Tuple(values) : NULL;
+            Py_XDECREF(values);
+        }
+        else {
+            continue;
+        }
+        if (!inner)
+            return -1;
+        int rc = add_refs(refs, &PyTuple_GET_ITEM(inner, 0), PyTuple_GET_SIZE(inner), depth - 1);
+        Py_DECREF(inner);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int
+seed_refs(rt_refs *refs, PyObject *const *args, Py_ssize_t n)
+{
+    if (rt_refs_add(refs, Py_None) < 0)   /* makes the list even with no arguments */
+        return -1;
+    return add_refs(refs, args, n, 2);
+}
+
+/* (args, kwargs or None) of a call, as a 'K' record holds them */
+static PyObject *
+pack_call(PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    PyObject *pos = PyTuple_New(n);
+    PyObject *kw = kwnames && PyTuple_GET_SIZE(kwnames) ? PyDict_New() : Py_NewRef(Py_None);
+    for (Py_ssize_t i = 0; pos && i < n; i++)
+        PyTuple_SET_ITEM(pos, i, Py_NewRef(args[i]));
+    for (Py_ssize_t i = 0; kw && kw != Py_None && i < PyTuple_GET_SIZE(kwnames); i++) {
+        if (PyDict_SetItem(kw, PyTuple_GET_ITEM(kwnames, i), args[n + i]) < 0)
+            Py_CLEAR(kw);
+    }
+    PyObject *res = pos && kw ? PyTuple_Pack(2, pos, kw) : NULL;
+    Py_XDECREF(pos);
+    Py_XDECREF(kw);
+    return res;
+}
+
+PyObject *
+rt_boundary_callback(uint64_t cbid, PyObject *func, PyObject *const *args, size_t nargsf,
+                     PyObject *kwnames)
+{
+    rt_thread *t = t_state;
+    if (g_mode != MODE_RECORD || !t || !t->frame.call || !t->disabled || !cbid)
+        return PyObject_Vectorcall(func, args, nargsf, kwnames);
+    rt_frame *f = &t->frame;
+    if (!f->refs.list && seed_refs(&f->refs, f->args, f->nargs) < 0)
+        return NULL;
+    PyObject *call = pack_call(args, nargsf, kwnames);
+    if (!call)
+        return NULL;
+    rt_buf *b = &t->scratch;
+    rt_buf_clear(b);
+    int rc = rt_buf_put_u8(b, 'K') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
+             rt_buf_put_varint(b, f->call->fid) < 0 || rt_buf_put_varint(b, cbid) < 0
+             ? -1 : rt_encode_refs(b, call, &f->refs);
+    Py_DECREF(call);
+    if (rc < 0) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        abandon_recording();
+        return PyObject_Vectorcall(func, args, nargsf, kwnames);
+    }
+    append_scratch(t);
+    g_event_index++;
+    /* the program's function runs with the boundary on, as outside any call */
+    rt_frame outer = *f;
+    int disabled = t->disabled;
+    t->frame = (rt_frame){0};
+    t->disabled = 0;
+    PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
+    t->frame = outer;
+    t->disabled = disabled;
+    if (rt_refs_add(&t->frame.refs, res ? res : Py_None) < 0) {
+        Py_XDECREF(res);
+        return NULL;
+    }
+    return res;
+}
+
+void
+rt_boundary_suspend(int delta)
+{
+    rt_thread *t = thread_state();
+    if (t)
+        t->disabled += delta;
 }
 
 /* ---- replay -------------------------------------------------------------- */
@@ -457,13 +656,19 @@ describe_pending(PyObject **name, PyObject **tid)
         return;
     }
     rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
-    uint64_t t, fid;
-    if (g_pending[0] != 'C' || rt_cur_varint(&c, &t) < 0 || rt_cur_varint(&c, &fid) < 0) {
+    uint64_t t, fid, cbid;
+    if ((g_pending[0] != 'C' && g_pending[0] != 'K') || rt_cur_varint(&c, &t) < 0 ||
+        rt_cur_varint(&c, &fid) < 0 || (g_pending[0] == 'K' && rt_cur_varint(&c, &cbid) < 0)) {
         *name = PyUnicode_FromString("<corrupt record>");
         return;
     }
     *tid = PyLong_FromUnsignedLongLong(t);
-    if (fid < g_nfids && g_fids[fid].name)
+    if (g_pending[0] == 'K')
+        *name = fid < g_nfids && g_fids[fid].name
+            ? PyUnicode_FromFormat("callback #%llu called by %U", (unsigned long long)cbid,
+                                   g_fids[fid].name)
+            : PyUnicode_FromFormat("callback #%llu", (unsigned long long)cbid);
+    else if (fid < g_nfids && g_fids[fid].name)
         *name = g_fids[fid].boundary
             ? Py_NewRef(g_fids[fid].name)
             : PyUnicode_FromFormat("%U (not intercepted by this replay)", g_fids[fid].name);
@@ -488,7 +693,7 @@ static int
 pending_owner(uint64_t *owner)
 {
     *owner = 0;
-    if (g_pending[0] != 'C')
+    if (g_pending[0] != 'C' && g_pending[0] != 'K')
         return 0;
     rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
     if (rt_cur_varint(&c, owner) < 0) {
@@ -564,6 +769,127 @@ replay_output(Boundary *self, rt_thread *t, PyObject *const *args, PyObject *rec
     return res;
 }
 
+/* Signal handlers that ran at this point of the recording, before the call
+ * or inside it, run now: g_signal_deliver replays the signal event and runs
+ * the program's handler, whose own calls follow in the trace. A handler that
+ * raised inside the recorded call ended that call with its exception: it is
+ * returned in *raised, for replay_recorded to raise in place of the recorded
+ * one. 0: go on with the call; -1: error set. */
+static int
+replay_signals(rt_thread *t, PyObject *actual, PyObject **raised)
+{
+    for (;;) {
+        int st = take_turn(t, actual);
+        if (st < 0)
+            return -1;
+        if (st == 0 || g_pending[0] != 'C')
+            return 0;   /* replay_recorded reports it */
+        rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+        uint64_t tid, fid;
+        if (rt_cur_varint(&c, &tid) < 0 || rt_cur_varint(&c, &fid) < 0)
+            return 0;
+        if (tid != t->tid || fid >= g_nfids ||
+            (PyObject *)g_fids[fid].boundary != g_signal_event)
+            return 0;
+        PyObject *res = PyObject_CallNoArgs(g_signal_deliver);
+        if (!res)
+            return -1;
+        if (res == Py_None)
+            Py_DECREF(res);
+        else
+            Py_XSETREF(*raised, res);
+    }
+}
+
+static PyObject *replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args,
+                                 size_t nargsf, PyObject *kwnames, PyObject *raised);
+
+/* The pending 'K' record: a callback the external call `self` made. Call it
+ * as the recording did; what it returns joins the call's refs. */
+static int
+replay_callback(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames, rt_refs *refs)
+{
+    rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+    uint64_t tid, fid, cbid;
+    if (rt_cur_varint(&c, &tid) < 0 || rt_cur_varint(&c, &fid) < 0 ||
+        rt_cur_varint(&c, &cbid) < 0) {
+        corrupt("bad callback record");
+        return -1;
+    }
+    if (fid >= g_nfids || g_fids[fid].boundary != self) {
+        diverge_at_pending("a callback of another call was recorded here", self->name, t->tid);
+        return -1;
+    }
+    PyObject *func = rt_callback_func(cbid);
+    if (!func) {
+        diverge_at_pending("the recording calls back a function this replay did not give "
+                           "the driver", self->name, t->tid);
+        return -1;
+    }
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    if (!refs->list && seed_refs(refs, args, n) < 0)
+        return -1;
+    PyObject *call = rt_decode_refs(&c, refs->list);
+    if (!call)
+        return -1;
+    if (!PyTuple_CheckExact(call) || PyTuple_GET_SIZE(call) != 2 ||
+        !PyTuple_CheckExact(PyTuple_GET_ITEM(call, 0)) ||
+        (PyTuple_GET_ITEM(call, 1) != Py_None && !PyDict_CheckExact(PyTuple_GET_ITEM(call, 1)))) {
+        Py_DECREF(call);
+        corrupt("bad callback arguments");
+        return -1;
+    }
+    g_pending = NULL;
+    g_event_index++;
+    rt_demux_progress();
+    Py_INCREF(func);
+    PyObject *kw = PyTuple_GET_ITEM(call, 1);
+    PyObject *res = PyObject_Call(func, PyTuple_GET_ITEM(call, 0), kw == Py_None ? NULL : kw);
+    Py_DECREF(func);
+    Py_DECREF(call);
+    if (!res) {
+        if (g_divergence_exc)
+            return -1;
+        /* the driver dealt with it in the recording; its outcome is recorded */
+        PyErr_Clear();
+    }
+    int rc = rt_refs_add(refs, res ? res : Py_None);
+    Py_XDECREF(res);
+    return rc;
+}
+
+/* The pending record must be the 'C' record of this call (on the same
+ * receiver): its decoded value, and in *raised whether it was raised. NULL
+ * with an error or divergence. */
+static PyObject *
+replay_outcome(Boundary *self, rt_thread *t, uint64_t receiver, rt_refs *refs, uint8_t *raised)
+{
+    rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
+    uint64_t tid, fid, recorded_receiver = 0;
+    uint8_t outcome;
+    if (g_pending[0] != 'C')
+        return diverge_at_pending("the recorded run made no further call here", self->name,
+                                  t->tid);
+    if (rt_cur_varint(&c, &tid) < 0 || rt_cur_varint(&c, &fid) < 0 ||
+        rt_cur_u8(&c, &outcome) < 0 || outcome > (OUTCOME_RAISE | OUTCOME_RECEIVER) ||
+        ((outcome & OUTCOME_RECEIVER) && rt_cur_varint(&c, &recorded_receiver) < 0))
+        return corrupt("bad call record");
+    if (fid >= g_nfids || g_fids[fid].boundary != self || tid != t->tid)
+        return diverge_at_pending("a different call was recorded here", self->name, t->tid);
+    if (recorded_receiver != receiver) {
+        char what[160];
+        snprintf(what, sizeof what,
+                 "the call is made on another object than in the recording "
+                 "(external object #%llu, recorded #%llu)",
+                 (unsigned long long)receiver, (unsigned long long)recorded_receiver);
+        return diverge_at_pending(what, self->name, t->tid);
+    }
+    PyObject *value = rt_decode_refs(&c, refs->list);
+    *raised = outcome & OUTCOME_RAISE;
+    return value;
+}
+
 static PyObject *
 replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
             PyObject *kwnames)
@@ -572,29 +898,48 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return diverge(NULL, NULL, NULL, NULL, 0);
     if (self->output && g_live_outputs)
         return call_through(self, args, nargsf, kwnames);
-    int st = take_turn(t, self->name);
-    if (st < 0)
+    PyObject *handler_exc = NULL;
+    if (g_signal_event && (PyObject *)self != g_signal_event &&
+        replay_signals(t, self->name, &handler_exc) < 0) {
+        Py_XDECREF(handler_exc);
         return NULL;
+    }
+    PyObject *res = replay_recorded(self, t, args, nargsf, kwnames, handler_exc);
+    Py_XDECREF(handler_exc);
+    return res;
+}
+
+/* Replay of the call itself, after the signal handlers that ran before it;
+ * handler_exc: what a handler raised inside the recorded call, or NULL. */
+static PyObject *
+replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames, PyObject *handler_exc)
+{
+    uint64_t receiver;
+    if (receiver_handle(self, args, nargsf, &receiver) < 0)
+        return NULL;
+    rt_refs refs = {0};
+    int st = take_turn(t, self->name);
+    while (st == 1 && g_pending[0] == 'K') {
+        if (replay_callback(self, t, args, nargsf, kwnames, &refs) < 0)
+            st = -1;
+        else
+            st = take_turn(t, self->name);
+    }
+    uint8_t outcome = 0;
+    PyObject *value = st == 1 ? replay_outcome(self, t, receiver, &refs, &outcome) : NULL;
+    rt_refs_free(&refs);
     if (st == 0)
         return diverge_at_pending("the recording ends before this call", self->name, t->tid);
-
-    rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
-    uint64_t tid, fid;
-    uint8_t outcome;
-    if (g_pending[0] != 'C')
-        return diverge_at_pending("the recorded run made no further call here", self->name,
-                                  t->tid);
-    if (rt_cur_varint(&c, &tid) < 0 || rt_cur_varint(&c, &fid) < 0 ||
-        rt_cur_u8(&c, &outcome) < 0 || outcome > OUTCOME_RAISE)
-        return corrupt("bad call record");
-    if (fid >= g_nfids || g_fids[fid].boundary != self || tid != t->tid)
-        return diverge_at_pending("a different call was recorded here", self->name, t->tid);
-
-    PyObject *value = rt_decode(&c);
     if (!value)
         return NULL;
+    if (handler_exc && outcome != OUTCOME_RAISE) {
+        Py_DECREF(value);
+        return diverge_at_pending("a signal handler raised inside this call, but the recorded "
+                                  "call returned", self->name, t->tid);
+    }
     g_pending = NULL;
-    g_event_index++;
+    t->last_event = g_event_index++;
     rt_demux_progress();
     if (self->ordered) {
         Py_DECREF(value);
@@ -607,6 +952,11 @@ replay_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         PyObject *res = replay_output(self, t, args, value);
         Py_DECREF(value);
         return res;
+    }
+    if (handler_exc) {
+        Py_DECREF(value);
+        PyErr_SetObject((PyObject *)Py_TYPE(handler_exc), handler_exc);
+        return NULL;
     }
     if (outcome == OUTCOME_RAISE) {
         if (!PyExceptionInstance_Check(value)) {
@@ -685,12 +1035,17 @@ static PyObject *
 boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output",
-                             "outcome_only", NULL};
+                             "outcome_only", "receiver", NULL};
     PyObject *name, *func, *replay = Py_None;
-    int split = 0, ordered = 0, output = 0, outcome_only = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Opppp:Boundary", kwlist, &name, &func,
-                                     &replay, &split, &ordered, &output, &outcome_only))
+    int split = 0, ordered = 0, output = 0, outcome_only = 0, receiver = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Oppppp:Boundary", kwlist, &name, &func,
+                                     &replay, &split, &ordered, &output, &outcome_only,
+                                     &receiver))
         return NULL;
+    if (receiver && (ordered || output)) {
+        PyErr_SetString(PyExc_TypeError, "a receiver boundary is neither ordered nor output");
+        return NULL;
+    }
     if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay))) {
         PyErr_SetString(PyExc_TypeError, "func and replay must be callable");
         return NULL;
@@ -717,6 +1072,7 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->ordered = ordered;
     self->output = output;
     self->outcome_only = outcome_only;
+    self->receiver = receiver;
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -799,7 +1155,8 @@ static PyTypeObject BoundaryType = {
               "the events is recorded, before it runs; replay runs it in that place.\n"
               "output marks func(fd, data) that writes output: its CRC-32 is checked.\n"
               "outcome_only records whether the call returned or raised, not its value\n"
-              "(replay makes the value).",
+              "(replay makes the value). receiver marks a method of an external object:\n"
+              "replay checks it is called on the object the recording called it on.",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -832,6 +1189,7 @@ reset_state(void)
     g_next_fid = 1;
     g_next_tid = 0;
     g_pending = NULL;
+    rt_handles_reset();
     for (size_t i = 0; i < g_nfids; i++) {
         Py_CLEAR(g_fids[i].name);
         g_fids[i].boundary = NULL;
@@ -1020,6 +1378,18 @@ event_index(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     return PyLong_FromUnsignedLongLong(g_event_index);
 }
 
+/* The index of the calling thread's latest event: the same number in
+ * recording and replay, so it names an ordered call (a queue put) from
+ * inside it without racing other threads. */
+static PyObject *
+thread_event_index(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(t->last_event);
+}
+
 static PyObject *
 suspend(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
@@ -1184,6 +1554,41 @@ set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
     Py_RETURN_NONE;
 }
 
+/* set_signal_delivery(event, deliver): event is the Boundary that records a
+ * signal handler running; in replay, deliver() runs the handler recorded at
+ * the pending event (see replay_signals). */
+static PyObject *
+set_signal_delivery(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    PyObject *event, *deliver;
+    if (!PyArg_ParseTuple(args, "O!O", &BoundaryType, &event, &deliver))
+        return NULL;
+    Py_XSETREF(g_signal_event, Py_NewRef(event));
+    Py_XSETREF(g_signal_deliver, Py_NewRef(deliver));
+    Py_RETURN_NONE;
+}
+
+/* swap_disabled(n) -> the previous value: a signal handler is the program's
+ * code even when it runs inside an external call, so it runs with the
+ * boundary on, and the call's state is restored afterwards. */
+static PyObject *
+swap_disabled(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n < 0 || n > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "swap_disabled: depth out of range");
+        return NULL;
+    }
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    int old = t->disabled;
+    t->disabled = (int)n;
+    return PyLong_FromLong(old);
+}
+
 /* patch_type(type, name, value): set an attribute of a C type, including
  * static and immutable ones, so that instances keep their real type. */
 static PyObject *
@@ -1220,12 +1625,18 @@ static PyMethodDef boundary_methods[] = {
     {"mode", mode, METH_NOARGS, "'off', 'record' or 'replay'"},
     {"active", active, METH_NOARGS, "whether this thread's calls cross the boundary now"},
     {"event_index", event_index, METH_NOARGS, "calls recorded or replayed so far"},
+    {"thread_event_index", thread_event_index, METH_NOARGS,
+     "index of the calling thread's latest call record"},
     {"suspend", suspend, METH_NOARGS, "switch the boundary off for this thread (nests)"},
     {"resume", resume, METH_NOARGS, "undo one suspend()"},
     {"set_divergence_factory", set_divergence_factory, METH_O,
      "fn(reason, index, expected, expected_tid, actual, actual_tid, at_end) -> "
      "ReplayDivergence; at_end: the recorded run ended at this point"},
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
+    {"set_signal_delivery", set_signal_delivery, METH_VARARGS,
+     "set_signal_delivery(event, deliver): how recorded signal handlers replay"},
+    {"swap_disabled", swap_disabled, METH_O,
+     "swap_disabled(n) -> old: set this thread's boundary-off depth"},
     {"divergence", divergence, METH_VARARGS,
      "divergence(reason, expected, actual): stop the replay here (raises)"},
     {"write_all", write_all, METH_VARARGS,

@@ -15,6 +15,7 @@
 #include <datetime.h>
 #include <stdarg.h>
 #include <string.h>
+#include <structmember.h>
 
 enum {
     TAG_NONE = 'N', TAG_TRUE = 'T', TAG_FALSE = 'F',
@@ -24,8 +25,9 @@ enum {
     TAG_DATETIME = 'D', TAG_DATE = 'e', TAG_TIME = 'h', TAG_TIMEDELTA = 'x',
     TAG_TIMEZONE = 'z', TAG_ZONEINFO = 'k',     /* tzinfo of 'D' and 'h' only */
     TAG_DECIMAL = 'C', TAG_UUID = 'U', TAG_STRUCTSEQ = 'q', TAG_EXCEPTION = 'E',
-    TAG_OPAQUE = 'O',
-    TAG_HANDLE = 'H',                           /* reserved for a later version */
+    TAG_OPAQUE = 'O', TAG_MEMORYVIEW = 'm',
+    TAG_HANDLE = 'H', TAG_NEW_HANDLE = 'n',     /* external objects (handles.c) */
+    TAG_REF = 'R',                              /* an object of the current call */
 };
 
 #define OPAQUE_REPR_MAX 200
@@ -259,6 +261,7 @@ typedef struct {
     /* stack[d] is the container being encoded at depth d; meeting one of
      * them again further down is a reference cycle. */
     PyObject *stack[RT_CODEC_MAX_DEPTH];
+    const rt_refs *refs;   /* or NULL: see rt_encode_refs */
 } encoder;
 
 static int encode_value(encoder *e, rt_buf *out, PyObject *v, int depth);
@@ -717,14 +720,14 @@ structseq_class_name(PyTypeObject *t)
     return NULL;
 }
 
-/* The name of the nearest class in the base chain of exception class `t`
- * that decoding can find by name (classes made inside a function cannot be
- * found); BaseException always can. NULL, with an exception only on a real
- * error, if none qualifies. */
+/* The name of the nearest class in the base chain of `t` that decoding can
+ * find by name (classes made inside a function cannot be found); for an
+ * exception BaseException always can. NULL, with an exception only on a
+ * real error, if none qualifies. */
 static PyObject *
-exception_class_name(PyTypeObject *t)
+nearest_class_name(PyTypeObject *t)
 {
-    for (; t && PyType_IsSubtype(t, (PyTypeObject *)PyExc_BaseException); t = t->tp_base) {
+    for (; t; t = t->tp_base) {
         PyObject *name = type_fullname(t);
         int found = name ? findable(name, t) : -1;
         if (found == 1)
@@ -813,9 +816,89 @@ put_state_value(encoder *e, rt_buf *tmp, size_t mark, PyObject *value, int depth
     return 0;
 }
 
+/* The object members (T_OBJECT) that C extension classes of exception `exc`
+ * declare (psycopg2.Error's pgcode, pgerror, cursor): with `name`, the slot
+ * of that member, else NULL; without, calls visit(name, slot) for each. */
+static PyObject **
+object_member(PyObject *exc, PyObject *name,
+              int (*visit)(const char *name, PyObject **slot, void *arg), void *arg)
+{
+    for (PyTypeObject *t = Py_TYPE(exc); t; t = t->tp_base) {
+        /* builtin exception classes have no dot in tp_name; their fields are
+         * handled above or not kept */
+        if (!t->tp_members || !strchr(t->tp_name, '.') || t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+            continue;
+        for (PyMemberDef *m = t->tp_members; m->name; m++) {
+            if (m->type != T_OBJECT && m->type != T_OBJECT_EX)
+                continue;
+            PyObject **slot = (PyObject **)((char *)exc + m->offset);
+            if (name && PyUnicode_CompareWithASCIIString(name, m->name) == 0)
+                return slot;
+            if (!name && visit(m->name, slot, arg) < 0)
+                return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* Registered by the drivers: cls -> fn(exc) giving more state to keep
+ * (psycopg2's diagnostics, which live in the C library's result). */
+#define MAX_EXCEPTION_EXTRAS 8
+static struct {
+    PyObject *cls;
+    PyObject *fn;
+} exception_extras[MAX_EXCEPTION_EXTRAS];
+static int n_exception_extras;
+
+int
+rt_codec_exception_extras(PyObject *cls, PyObject *fn)
+{
+    if (n_exception_extras == MAX_EXCEPTION_EXTRAS) {
+        PyErr_SetString(PyExc_RuntimeError, "too many exception_extras");
+        return -1;
+    }
+    exception_extras[n_exception_extras].cls = Py_NewRef(cls);
+    exception_extras[n_exception_extras].fn = Py_NewRef(fn);
+    n_exception_extras++;
+    return 0;
+}
+
+typedef struct {
+    encoder *e;
+    rt_buf *tmp;
+    int depth;
+    uint64_t *n;
+} state_writer;
+
+static int
+put_state_entry(state_writer *w, PyObject *key, PyObject *value)
+{
+    size_t mark = w->tmp->len;
+    Py_INCREF(key);
+    Py_INCREF(value);
+    int r = put_str_value(w->tmp, key) < 0 ? -1
+            : put_state_value(w->e, w->tmp, mark, value, w->depth + 1, 1, w->n);
+    Py_DECREF(key);
+    Py_DECREF(value);
+    return r;
+}
+
+static int
+put_member(const char *name, PyObject **slot, void *arg)
+{
+    if (!*slot || *slot == Py_None)
+        return 0;
+    PyObject *key = PyUnicode_FromString(name);
+    int r = key ? put_state_entry(arg, key, *slot) : -1;
+    Py_XDECREF(key);
+    return r;
+}
+
 /* The dict value after an exception's args: OSError's errno, strerror,
- * filename and filename2 (unless None), then the __dict__ items that are
- * not OPAQUE (custom attributes, __notes__). `depth` is the dict's depth. */
+ * filename and filename2 (unless None), the object members of its C
+ * extension classes, what exception_extras give, then the __dict__ items
+ * that are not OPAQUE (custom attributes, __notes__). `depth` is the dict's
+ * depth. */
 static int
 encode_exception_state(encoder *e, rt_buf *out, PyObject *v, int depth)
 {
@@ -837,19 +920,30 @@ encode_exception_state(encoder *e, rt_buf *out, PyObject *v, int depth)
             Py_DECREF(field);
         }
     }
+    state_writer w = {e, &tmp, depth, &n};
+    if (r == 0 && (object_member(v, NULL, put_member, &w), PyErr_Occurred()))
+        r = -1;
+    for (int i = 0; r == 0 && i < n_exception_extras; i++) {
+        int is = PyObject_IsInstance(v, exception_extras[i].cls);
+        PyObject *extra = is > 0 ? PyObject_CallOneArg(exception_extras[i].fn, v) : NULL;
+        if (is < 0 || (is > 0 && !extra)) {
+            r = clear_program_error();
+            continue;
+        }
+        Py_ssize_t pos = 0;
+        PyObject *key, *value;
+        while (r == 0 && extra && PyDict_Check(extra) && PyDict_Next(extra, &pos, &key, &value)) {
+            if (PyUnicode_Check(key))
+                r = put_state_entry(&w, key, value);
+        }
+        Py_XDECREF(extra);
+    }
     PyObject *dict = Py_XNewRef(((PyBaseExceptionObject *)v)->dict);
     Py_ssize_t pos = 0;
     PyObject *key, *value;
     while (r == 0 && dict && PyDict_Next(dict, &pos, &key, &value)) {
-        if (!PyUnicode_Check(key))
-            continue;
-        size_t mark = tmp.len;
-        Py_INCREF(key);
-        Py_INCREF(value);
-        if (put_str_value(&tmp, key) < 0 || put_state_value(e, &tmp, mark, value, depth + 1, 1, &n) < 0)
-            r = -1;
-        Py_DECREF(key);
-        Py_DECREF(value);
+        if (PyUnicode_Check(key))
+            r = put_state_entry(&w, key, value);
     }
     Py_XDECREF(dict);
     if (r == 0 && (put_header(out, TAG_DICT, n) < 0 || put_raw(out, tmp.data, tmp.len) < 0))
@@ -868,7 +962,7 @@ encode_exception(encoder *e, rt_buf *out, PyObject *v, int depth)
     if (r)
         return r;
     PyObject *name;
-    if (cached_class_name(Py_TYPE(v), exception_class_name, &name) < 0)
+    if (cached_class_name(Py_TYPE(v), nearest_class_name, &name) < 0)
         return -1;
     if (!name)
         return FALLBACK;
@@ -886,6 +980,27 @@ encode_exception(encoder *e, rt_buf *out, PyObject *v, int depth)
     if (r)
         return r;
     return encode_exception_state(e, out, v, depth + 1);
+}
+
+/* An external object: 'H' and its handle, or on first sight 'n', a new
+ * handle and the class replay makes a stand-in of. */
+static int
+encode_handle(rt_buf *out, PyObject *v)
+{
+    uint64_t h;
+    int is_new;
+    PyObject *name;
+    if (rt_handle_get(v, &h, &is_new) < 0)
+        return -1;
+    if (!is_new)
+        return put_header(out, TAG_HANDLE, h);
+    if (cached_class_name(Py_TYPE(v), nearest_class_name, &name) < 0)
+        return -1;
+    if (!name)
+        return FALLBACK;
+    int r = put_header(out, TAG_NEW_HANDLE, h) < 0 ? -1 : put_str_value(out, name);
+    Py_DECREF(name);
+    return r;
 }
 
 /* Everything but the common exact builtin types. Subclasses of builtin
@@ -929,7 +1044,7 @@ encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
         PyObject *b = PyBytes_FromObject(v);
         if (!b)
             return fallback_after_error();   /* released */
-        int r = put_blob(out, TAG_BYTES, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+        int r = put_blob(out, TAG_MEMORYVIEW, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
         Py_DECREF(b);
         return r;
     }
@@ -947,6 +1062,8 @@ encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
     if ((cls = stdlib_class(&uuid_class, "uuid", "UUID", 0))
         && PyObject_TypeCheck(v, (PyTypeObject *)cls))
         return encode_uuid(out, v);
+    if (rt_handle_is_external(v))
+        return encode_handle(out, v);
     return FALLBACK;
 }
 
@@ -982,6 +1099,9 @@ static int
 encode_value(encoder *e, rt_buf *out, PyObject *v, int depth)
 {
     size_t mark = out->len;
+    Py_ssize_t ref = e->refs ? rt_refs_find(e->refs, v) : -1;
+    if (ref >= 0)
+        return put_header(out, TAG_REF, (uint64_t)ref);
     int r = encode_tagged(e, out, v, depth);
     if (r != FALLBACK)
         return r;
@@ -992,7 +1112,14 @@ encode_value(encoder *e, rt_buf *out, PyObject *v, int depth)
 int
 rt_encode(rt_buf *out, PyObject *v)
 {
+    return rt_encode_refs(out, v, NULL);
+}
+
+int
+rt_encode_refs(rt_buf *out, PyObject *v, const rt_refs *refs)
+{
     encoder e;
+    e.refs = refs;
     size_t mark = out->len;
     if (encode_value(&e, out, v, 0) < 0) {
         out->len = mark;
@@ -1428,6 +1555,7 @@ new_exception(PyTypeObject *t, PyObject *args)
 static int
 restore_exception_state(PyObject *exc, PyObject *args, PyObject *state)
 {
+    PyObject **member;
     PyBaseExceptionObject *be = (PyBaseExceptionObject *)exc;
     int is_oserror = PyObject_TypeCheck(exc, (PyTypeObject *)PyExc_OSError);
     Py_ssize_t pos = 0;
@@ -1445,6 +1573,10 @@ restore_exception_state(PyObject *exc, PyObject *args, PyObject *state)
             i++;
         if (is_oserror && i < N_OSERROR_FIELDS) {
             Py_XSETREF(*(PyObject **)((char *)exc + oserror_fields[i].offset), Py_NewRef(value));
+            continue;
+        }
+        if ((member = object_member(exc, key, NULL, NULL))) {
+            Py_XSETREF(*member, Py_NewRef(value));
             continue;
         }
         /* Straight into __dict__: no __setattr__ or property setter runs. */
@@ -1492,6 +1624,44 @@ decode_opaque(rt_cursor *c)
     Py_XDECREF(name);
     Py_XDECREF(repr);
     return res;
+}
+
+static PyObject *
+decode_memoryview(rt_cursor *c)
+{
+    PyObject *b = decode_bytes(c, TAG_BYTES);
+    PyObject *res = b ? PyMemoryView_FromObject(b) : NULL;
+    Py_XDECREF(b);
+    return res;
+}
+
+static PyObject *
+decode_handle(rt_cursor *c, uint8_t tag)
+{
+    uint64_t h;
+    if (rt_cur_varint(c, &h) < 0)
+        return truncated();
+    if (tag == TAG_HANDLE)
+        return rt_handle_find(h);
+    PyObject *cls = decode_class(c, "class of an external object");
+    PyObject *res = cls ? rt_handle_new_standin(cls, h) : NULL;
+    Py_XDECREF(cls);
+    return res;
+}
+
+/* The list of objects 'R' refers to, while rt_decode_refs runs. */
+static PyObject *decode_refs;
+
+static PyObject *
+decode_ref(rt_cursor *c)
+{
+    uint64_t i;
+    if (rt_cur_varint(c, &i) < 0)
+        return truncated();
+    if (!decode_refs || i >= (uint64_t)PyList_GET_SIZE(decode_refs))
+        return corrupt("reference #%llu to an object of the call out of range",
+                       (unsigned long long)i);
+    return Py_NewRef(PyList_GET_ITEM(decode_refs, (Py_ssize_t)i));
 }
 
 static PyObject *
@@ -1546,8 +1716,13 @@ decode_value(rt_cursor *c, int depth)
         return decode_exception(c, depth);
     case TAG_OPAQUE:
         return decode_opaque(c);
+    case TAG_MEMORYVIEW:
+        return decode_memoryview(c);
     case TAG_HANDLE:
-        return corrupt("handle values are not supported by this version");
+    case TAG_NEW_HANDLE:
+        return decode_handle(c, tag);
+    case TAG_REF:
+        return decode_ref(c);
     default:
         return corrupt("unknown value tag 0x%x", (unsigned)tag);
     }
@@ -1556,7 +1731,18 @@ decode_value(rt_cursor *c, int depth)
 PyObject *
 rt_decode(rt_cursor *in)
 {
-    return decode_value(in, 0);
+    return rt_decode_refs(in, NULL);
+}
+
+PyObject *
+rt_decode_refs(rt_cursor *in, PyObject *refs)
+{
+    /* decoding can run Python code (a stand-in's maker) that decodes too */
+    PyObject *outer = decode_refs;
+    decode_refs = refs;
+    PyObject *res = decode_value(in, 0);
+    decode_refs = outer;
+    return res;
 }
 
 /* ---- module setup ---------------------------------------------------------- */

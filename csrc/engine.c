@@ -175,8 +175,8 @@ PyInit__engine(void)
     if (!m)
         return NULL;
     if (PyModule_AddIntConstant(m, "FORMAT_VERSION", RT_FORMAT_VERSION) < 0 ||
-        rt_codec_add_types(m) < 0 || rt_boundary_init(m) < 0 || rt_stepper_init(m) < 0 ||
-        rt_ckpt_init(m) < 0) {
+        rt_codec_add_types(m) < 0 || rt_boundary_init(m) < 0 || rt_handles_init(m) < 0 ||
+        rt_stepper_init(m) < 0 || rt_ckpt_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

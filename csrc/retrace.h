@@ -4,6 +4,7 @@
  *   codec.c     the tagged binary value encoding (docs/trace-format.md)
  *   stream.c    chunked trace file: background writer thread and mmap reader
  *   boundary.c  boundary wrappers, record/replay of calls, divergence checks
+ *   handles.c   external objects (handles, stand-ins) and callbacks into the program
  *   demux.c     replay thread demultiplexer: one thread runs at a time
  *   stepper.c   the debugger's position counter and stop rules (a C trace function)
  *   checkpoint.c  a replay process under the debugger: protocol, paused copies (forks)
@@ -72,11 +73,30 @@ int rt_codec_init(void);
  * runs out or repr() itself raises. */
 int rt_encode(rt_buf *out, PyObject *v);
 
+/* The objects of one external call that values may refer to ('R'): its
+ * arguments and what its callbacks returned, in order. `list` owns them;
+ * the table finds an object's first index. (handles.c) */
+typedef struct {
+    PyObject *list;
+    PyObject **keys;
+    Py_ssize_t *index;
+    size_t cap;
+} rt_refs;
+int rt_refs_add(rt_refs *r, PyObject *o);              /* -1: out of memory (set) */
+Py_ssize_t rt_refs_find(const rt_refs *r, PyObject *o); /* -1: not there */
+void rt_refs_free(rt_refs *r);
+
+/* rt_encode where an object in `refs` (may be NULL) is written as a
+ * reference to its index ('R'). */
+int rt_encode_refs(rt_buf *out, PyObject *v, const rt_refs *refs);
+
 /* Decode one value at the cursor. Returns a new reference, or NULL with
  * retrace.TraceCorrupt (rt_TraceCorrupt) set for malformed data. Decoding
  * never imports a module and never runs code named by the trace: types are
  * looked up among modules already in sys.modules (plus a fixed stdlib list). */
 PyObject *rt_decode(rt_cursor *in);
+/* rt_decode resolving references ('R') to items of the list `refs` (may be NULL). */
+PyObject *rt_decode_refs(rt_cursor *in, PyObject *refs);
 
 /* ---- stream.c --------------------------------------------------------- */
 
@@ -134,6 +154,10 @@ uint64_t rt_reader_file_size(rt_reader *r);
 uint64_t rt_reader_chunk_count(rt_reader *r);
 void rt_reader_close(rt_reader *r);
 
+/* Exceptions of class cls keep the dict fn(exc) returns too (their state
+ * holds it; decoding puts it into __dict__). */
+int rt_codec_exception_extras(PyObject *cls, PyObject *fn);
+
 /* Adds the Opaque type (decoded unencodable values) to the module. */
 int rt_codec_add_types(PyObject *module);
 
@@ -141,6 +165,30 @@ int rt_codec_add_types(PyObject *module);
 
 /* Adds Boundary, BoundaryMethod and the record/replay functions. */
 int rt_boundary_init(PyObject *module);
+
+/* The thread's boundary goes off (+1) or back on (-1) around Retrace's work. */
+void rt_boundary_suspend(int delta);
+
+/* A Callback was called: recorded inside an external call, else a plain call. */
+PyObject *rt_boundary_callback(uint64_t cbid, PyObject *func, PyObject *const *args,
+                               size_t nargsf, PyObject *kwnames);
+
+/* ---- handles.c -------------------------------------------------------- */
+
+/* Adds Callback, handle_type, handle_of and set_member to the module. */
+int rt_handles_init(PyObject *module);
+/* A recording or replay starts: handles and callbacks are numbered anew. */
+void rt_handles_reset(void);
+/* Whether v is an instance of a registered type of external objects. */
+int rt_handle_is_external(PyObject *v);
+/* v's handle; a new one (and *is_new set) on first sight. -1: out of memory. */
+int rt_handle_get(PyObject *v, uint64_t *handle, int *is_new);
+/* Replay: a stand-in of class cls for new handle `handle`. New reference. */
+PyObject *rt_handle_new_standin(PyObject *cls, uint64_t handle);
+/* Replay: the object of `handle` (a fresh stand-in if it died). New reference. */
+PyObject *rt_handle_find(uint64_t handle);
+/* The function of callback number cbid (borrowed), or NULL. */
+PyObject *rt_callback_func(uint64_t cbid);
 
 /* ---- demux.c ---------------------------------------------------------- */
 

@@ -123,25 +123,7 @@ def assert_varies(name, runs, digests=()):
 # The stress suite
 
 
-# Python 3.13's SimpleQueue hands a put item straight to a waiting thread,
-# which records its get only when it next holds the GIL: the recorded order of
-# gets is not the order in which items were handed out, and a replay that
-# gives them out in event order diverges (it stops; it never goes on wrong).
-SIMPLEQUEUE_HANDOFF = pytest.mark.xfail(
-    sys.version_info >= (3, 13), strict=False,
-    reason="3.13 SimpleQueue handoff: get order is not recorded (replay diverges)")
-
-
-SIMPLEQUEUE_PROGRAMS = ("threads_pool", "threads_simplequeue", "threads_http")
-
-
-def _stress_param(name):
-    if name in SIMPLEQUEUE_PROGRAMS:
-        return pytest.param(name, marks=SIMPLEQUEUE_HANDOFF)
-    return name
-
-
-@pytest.mark.parametrize("name", [_stress_param(n) for n in PROGRAMS])
+@pytest.mark.parametrize("name", PROGRAMS)
 def test_stress_replays_exactly(world, name):
     case, runs = stress(world, name)
     digests = []
@@ -159,7 +141,6 @@ def _completion_order(out):
             if line.startswith(("completed:", "failed:"))]
 
 
-@SIMPLEQUEUE_HANDOFF
 def test_pool_completion_order_varies(world):
     """The same tasks complete in different orders from one recording to the
     next, and each replay keeps its recording's order."""

@@ -6,6 +6,11 @@ names the parent trace and the fork's place in it (`fork_index`, the number of
 events the parent had recorded).  The child then re-seeds the random module
 as its first event: Python re-seeds it in every child, from the OS.
 
+The handlers registered with os.register_at_fork run inside the external
+call, with the boundary off: what they do (logging takes its lock around the
+fork, threading resets its state in the child) is not recorded, and replay,
+which forks nothing, does not run them.
+
 Replay of the parent: fork returns the recorded pid; no process is created.
 Replay of a child (`retrace replay TRACE --pid PID`): the parent's trace
 replays up to that fork, where fork returns 0 and replay continues from the
@@ -38,7 +43,13 @@ def install(replaced):
             _continue_child_replay(pid)
         else:
             index = _engine.event_index()
-            pid = real_fork()
+            # The handlers of os.register_at_fork (logging's lock, ...) run
+            # inside the call, unrecorded: replay forks nothing and runs none.
+            _engine.suspend()
+            try:
+                pid = real_fork()
+            finally:
+                _engine.resume()
             if pid:
                 return event(pid)
             _continue_child_recording(index)

@@ -20,7 +20,7 @@ import sys
 import types
 import warnings
 
-from . import _engine, _files, _fork, _net, _tables, _threads
+from . import _drivers, _engine, _files, _fork, _net, _signals, _tables, _threads
 
 
 def _shield_import_system():
@@ -142,6 +142,7 @@ def install(exit_hook):
     _patch_functions(replaced)
     _threads.install(replaced)
     _fork.install(replaced)
+    _signals.install(replaced)
     for orig, replacement in ((_files._real_scandir, _files.scandir),
                               (_files._real_open, _files.open),
                               (os._exit, exit_hook)):
@@ -156,3 +157,4 @@ def install(exit_hook):
     sys.stderr.flush()
     sys.stdout, sys.stderr = _files.checked_stdio()
     _net.install()
+    _drivers.install()

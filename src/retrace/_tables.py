@@ -52,6 +52,8 @@ FUNCTIONS = {
         "kill", "killpg", "abort",
     ],
     "signal": ["raise_signal", "pthread_kill"],
+    # flags and locks of descriptors that exist only in the recording
+    "fcntl": ["fcntl", "ioctl", "flock", "lockf"],
     "_socket": [
         "gethostname", "sethostname",
         # DNS and the system's service, protocol and interface databases
@@ -89,4 +91,95 @@ METHODS = [
 # imported; recorded at start and restored in replay.
 CONSTANTS = {
     "time": ["timezone", "altzone", "daylight", "tzname"],
+}
+
+# C database drivers (src/retrace/_drivers.py installs these when the program
+# first imports the driver module). Their objects keep their real types.
+#
+#   support     the module of Retrace that makes stand-ins and keeps a
+#               cursor's state for this driver
+#   functions   module functions that are events; their results are new
+#               external objects (connections)
+#   registries  module functions that take a callable the driver calls back
+#               later: {name: (position of the callable, ...)}; not events
+#   python_registries  the same in the driver's Python modules
+#   own_code    packages whose callables (the driver's own typecasters and
+#               adapters, which make plain values) need no replay
+#   objects     the driver's types whose instances are external objects:
+#     events      methods that are events on the object (the record carries
+#                 the object's handle; a call on another object diverges)
+#     execute     events that run a statement (or make a cursor): replay
+#                 checks the statement is the recorded one (the support
+#                 module may keep more of the cursor's state)
+#     getters     attributes read from the server or the library: events
+#     setters     attributes whose assignment reaches the library: events
+#     callbacks   methods that take callables the driver calls back:
+#                 {name: (positions after self, or keyword names)}; events
+#     aggregates  the same for classes whose instances the driver calls back
+#                 (step, finalize, value, inverse)
+#     files       the same for file objects the driver reads or writes (COPY)
+#     factories   attributes holding a callable the driver calls back (row
+#                 factories): wrapped on assignment, unwrapped on reading
+DRIVERS = {
+    "_sqlite3": {
+        "support": "_sqlite",
+        "functions": ["connect"],
+        "registries": {"register_adapter": (1,), "register_converter": (1,)},
+        "objects": {
+            "Connection": {
+                "events": ["close", "commit", "rollback", "interrupt", "getlimit", "setlimit",
+                           "serialize", "deserialize", "enable_load_extension", "load_extension",
+                           "__exit__"],
+                "execute": ["cursor", "execute", "executemany", "executescript"],
+                "getters": ["in_transaction", "total_changes", "isolation_level", "autocommit"],
+                "setters": ["isolation_level", "autocommit"],
+                "callbacks": {"create_function": (2, "func"), "create_collation": (1,),
+                              "set_authorizer": (0, "authorizer_callback"),
+                              "set_progress_handler": (0, "progress_handler"),
+                              "set_trace_callback": (0, "trace_callback"),
+                              "backup": ("progress",)},
+                "aggregates": {"create_aggregate": (2,), "create_window_function": (2,)},
+                "factories": ["row_factory", "text_factory"],
+            },
+            "Cursor": {
+                "events": ["fetchone", "fetchmany", "fetchall", "__next__", "close"],
+                "execute": ["execute", "executemany", "executescript"],
+                "getters": ["rowcount"],
+                "factories": ["row_factory"],
+            },
+        },
+    },
+}
+
+DRIVERS["psycopg2._psycopg"] = {
+    "support": "_psycopg",
+    "own_code": ["psycopg2"],
+    "functions": ["_connect"],
+    "registries": {"new_type": (2, "castobj")},
+    "python_registries": {"psycopg2.extensions": {"register_adapter": (1,)}},
+    "objects": {
+        "connection": {
+            "events": ["close", "commit", "rollback", "cursor", "cancel", "reset", "set_session",
+                       "set_isolation_level", "set_client_encoding", "get_parameter_status",
+                       "get_transaction_status", "get_backend_pid", "get_dsn_parameters",
+                       "fileno", "poll", "isexecuting", "tpc_begin", "tpc_prepare", "tpc_commit",
+                       "tpc_rollback", "tpc_recover", "__enter__", "__exit__"],
+            "getters": ["autocommit", "isolation_level", "readonly", "deferrable", "encoding",
+                        "server_version", "protocol_version", "status", "closed", "notices",
+                        "dsn", "async", "async_", "cursor_factory"],
+            "setters": ["autocommit", "isolation_level", "readonly", "deferrable",
+                        "cursor_factory"],
+        },
+        "cursor": {
+            "events": ["fetchone", "fetchmany", "fetchall", "__iter__", "__next__", "scroll",
+                       "close", "nextset", "cast", "__enter__", "__exit__"],
+            "execute": ["execute", "executemany", "callproc", "mogrify"],
+            "files": {"copy_expert": (1, "file"), "copy_from": (0, "file"),
+                      "copy_to": (0, "file")},
+            "getters": ["rowcount", "rownumber", "lastrowid", "statusmessage", "query", "closed",
+                        "connection", "name", "scrollable", "withhold", "arraysize", "itersize",
+                        "tzinfo_factory"],
+            "setters": ["scrollable", "withhold", "arraysize", "itersize", "tzinfo_factory"],
+        },
+    },
 }

@@ -9,7 +9,7 @@ in every replay.
   and announces itself with a `thread.begin` event before running any of the
   program's code, and a `thread.end` event after.  Starting it is an ordered
   event: replay really starts the thread, in the same place.
-- Lock and RLock operations, and SimpleQueue puts and gets, are events.
+- Lock and RLock operations, and SimpleQueue operations, are events.
   Operations that can block (acquire, get, join) record their outcome after
   they return; operations that unblock others (release, put) are ordered
   events recorded before they run, so a waiter's wake-up always follows its
@@ -18,11 +18,13 @@ in every replay.
   acquired is free, and a timed-out acquire returns False at once.
 - The import system's module locks run unrecorded: imports are internal work.
 """
+import collections
 import functools
 import itertools
 import _queue
 import _thread
 import sys
+import weakref
 
 from . import _engine, _onimport
 
@@ -121,26 +123,59 @@ def _patch_rlock_restore():
 
 
 def _patch_simple_queue():
-    """Items are the program's objects: only the order of puts and gets is
-    recorded; replay really puts and, in the recorded turn, gets."""
+    """Items are the program's objects, so a put is an ordered event and a get
+    records which put delivered its item, named by that put's event index.
+    The order of gets alone is not enough: 3.13 hands an item straight to a
+    waiting getter, which need not be the first to record its get.
+
+    Replay puts nothing in the real queue: the items wait in a table by put,
+    each get takes the item of its recorded put, and qsize() and empty()
+    return what they returned in the recording."""
     sq = _queue.SimpleQueue
+    pending_puts = weakref.WeakKeyDictionary()   # recording: queue -> {id(item): [put index]}
+    pending_items = weakref.WeakKeyDictionary()  # replay: queue -> {put index: item}
+
+    def putter(real_put):
+        def put(queue, item, *args, **kwargs):
+            index = _engine.thread_event_index()
+            if _engine.mode() == "replay":
+                pending_items.setdefault(queue, {})[index] = item
+                return None
+            # noted before the item is in the queue, where a getter may take it
+            pending_puts.setdefault(queue, {}).setdefault(id(item), collections.deque()).append(index)
+            return real_put(queue, item, *args, **kwargs)
+        return put
+
+    def getter(real_get):
+        def get(queue, *args, **kwargs):
+            item = real_get(queue, *args, **kwargs)
+            by_item = pending_puts.get(queue, {})
+            indexes = by_item.get(id(item))
+            index = indexes.popleft() if indexes else None
+            if indexes is not None and not indexes:
+                del by_item[id(item)]
+            return index, item
+        return get
+
+    def replay_get(recorded, queue, *args, **kwargs):
+        try:
+            return pending_items.get(queue, {}).pop(recorded)
+        except KeyError:
+            return _engine.divergence(
+                "the recording got an item from this queue here, but in replay that item "
+                "was never put", f"_queue.SimpleQueue.get -> the item of event {recorded}",
+                "a queue without it")
+
     for name in ("put", "put_nowait"):
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
-            f"_queue.SimpleQueue.{name}", sq.__dict__[name], ordered=True))
-    get_nowait = sq.__dict__["get_nowait"]
+            f"_queue.SimpleQueue.{name}", putter(sq.__dict__[name]), ordered=True))
     for name in ("get", "get_nowait"):
-        def replay(recorded, queue, *args, _name=name, **kwargs):
-            try:
-                return get_nowait(queue)
-            except _queue.Empty:
-                return _engine.divergence(
-                    "the recording got an item from this queue here, but in replay it is empty",
-                    f"_queue.SimpleQueue.{_name} -> an item", "an empty queue")
-
-        # C to C: no Python frame between the dequeue and its event, where
-        # another thread's get could come first
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
-            f"_queue.SimpleQueue.{name}", sq.__dict__[name], replay=replay, outcome_only=True))
+            f"_queue.SimpleQueue.{name}", getter(sq.__dict__[name]), split=True,
+            replay=replay_get))
+    for name in ("qsize", "empty"):
+        _engine.patch_type(sq, name, _engine.BoundaryMethod(
+            f"_queue.SimpleQueue.{name}", sq.__dict__[name]))
 
 
 def _patch_joins(replaced):

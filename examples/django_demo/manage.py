@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""The Django demo shop: `python manage.py migrate`, then
+`python manage.py runserver --noreload` or `gunicorn shop.wsgi`."""
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "shop.settings")
+    from django.core.management import execute_from_command_line
+    execute_from_command_line(sys.argv)

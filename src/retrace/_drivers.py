@@ -1,0 +1,227 @@
+"""C database drivers at the boundary: installs _tables.DRIVERS.
+
+A driver is patched right after the program first imports its C module
+(_onimport), in recording and replay alike.  Its types keep their identity:
+methods and attributes are replaced in the type's own dict, so a connection
+is still an `sqlite3.Connection` or a `psycopg2.extensions.connection`.
+
+- The driver's types are handle types (_engine.handle_type): an instance
+  that crosses the boundary gets a handle, and replay builds a *stand-in* of
+  the same class for it (the support module says how).
+- Methods listed as events are receiver boundaries: the record names the
+  object, and replay checks the call is made on the same one.
+- Callables the program gives the driver (functions, adapters, row
+  factories, typecasters) are wrapped in _engine.Callback, so that the
+  driver's calls into them are recorded and made again in replay.  Wrapping
+  happens in both runs, in the program's order, so callbacks get the same
+  numbers; in replay no driver holds them, so they are kept here.
+"""
+import importlib
+
+from . import _engine, _onimport, _tables
+
+_replay_keep = []   # replay: callbacks the stand-ins would otherwise not hold
+_OWN_CODE = set()   # packages of the drivers' own Python code
+
+
+def callback(func, plain=()):
+    """func wrapped for the driver, unless it is None, already wrapped, or
+    one of `plain` (builtin factories such as str, which need no replay), or
+    the driver's own code (its typecasters and adapters make plain values)."""
+    if func is None or isinstance(func, _engine.Callback) or not callable(func) \
+            or any(func is p for p in plain) \
+            or (getattr(func, "__module__", None) or "").split(".")[0] in _OWN_CODE:
+        return func
+    wrapped = _engine.Callback(func)
+    if _engine.mode() == "replay":
+        _replay_keep.append(wrapped)
+    return wrapped
+
+
+def statement(args, kwargs):
+    """The SQL text of a call, which replay checks."""
+    sql = args[0] if args else next((kwargs[k] for k in ("sql", "sql_script", "query", "procname")
+                                     if k in kwargs), None)
+    return sql if isinstance(sql, (str, bytes)) else None
+
+
+def check_statement(qualname, recorded, sql):
+    if sql != recorded:
+        _engine.divergence("the program runs another statement than the recorded run",
+                           f"{qualname}({recorded!r})", f"{qualname}({sql!r})")
+
+
+def unwrap(func):
+    return func.__wrapped__ if isinstance(func, _engine.Callback) else func
+
+
+def _wrapping(spots, wrap):
+    """A function that applies `wrap` to the arguments at `spots` (positions
+    counted after self, or keyword names) of a method call."""
+    def apply(args, kwargs):
+        args = list(args)
+        for spot in spots:
+            if isinstance(spot, int):
+                if spot + 1 < len(args):
+                    args[spot + 1] = wrap(args[spot + 1])
+            elif spot in kwargs:
+                kwargs[spot] = wrap(kwargs[spot])
+        return args, kwargs
+    return apply
+
+
+class _Aggregate:
+    """What the driver holds for an instance of an aggregate class.  The
+    driver calls its methods during later calls too (the fetches of a query),
+    so the callbacks name it by number, given in creation order in both runs,
+    rather than by a reference to an object of one call."""
+
+    count = 0
+    live = {}     # number -> _Aggregate, until finalize (replay holds no other reference)
+
+    def __init__(self, instance, calls):
+        _Aggregate.count += 1
+        self.number = _Aggregate.count
+        self.instance = instance
+        self._calls = calls
+        _Aggregate.live[self.number] = self
+
+    def step(self, *args):
+        return self._calls["step"](self.number, *args)
+
+    def finalize(self):
+        return self._calls["finalize"](self.number)
+
+    def value(self):
+        return self._calls["value"](self.number)
+
+    def inverse(self, *args):
+        return self._calls["inverse"](self.number, *args)
+
+
+def _aggregate_method(name):
+    if name == "finalize":
+        return lambda number: _Aggregate.live.pop(number).instance.finalize()
+    return lambda number, *args: getattr(_Aggregate.live[number].instance, name)(*args)
+
+
+def aggregate(cls):
+    """An aggregate class as the driver sees it: a callback making _Aggregates."""
+    if cls is None or not callable(cls):
+        return cls
+    calls = {name: callback(_aggregate_method(name))
+             for name in ("step", "finalize", "value", "inverse")}
+    return callback(lambda: _Aggregate(cls(), calls))
+
+
+def _callback_method(qualname, orig, spots, wrap):
+    """An event whose callable arguments are wrapped first, outside the event
+    and in both runs (replay makes the callbacks before the call's records)."""
+    apply = _wrapping(spots, wrap)
+    event = _engine.BoundaryMethod(qualname, orig, receiver=True)
+
+    def method(*args, **kwargs):
+        args, kwargs = apply(args, kwargs)
+        return event(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = orig.__name__
+    method.__doc__ = orig.__doc__
+    return method
+
+
+def _factory_property(descr, plain):
+    return property(lambda obj: unwrap(descr.__get__(obj)),
+                    lambda obj, value: descr.__set__(obj, callback(value, plain)))
+
+
+def _attribute(cls, name, qualname, getter, setter):
+    descr = cls.__dict__[name]
+    fget = fset = None
+    if getter:
+        fget = _engine.BoundaryMethod(qualname, descr.__get__, receiver=True)
+    else:
+        fget = descr.__get__
+    if setter:
+        fset = _engine.BoundaryMethod(qualname + ".set", descr.__set__, receiver=True)
+    _engine.patch_type(cls, name, property(fget, fset))
+
+
+def _install_type(module, cls, prefix, spec, support):
+    d = cls.__dict__
+    _engine.handle_type(cls, support.STANDINS[cls.__name__])
+    for name in spec.get("events", ()):
+        if name in d:
+            _engine.set_type_attr(cls, name, _engine.BoundaryMethod(
+                f"{prefix}.{name}", d[name], receiver=True))
+    for name in spec.get("execute", ()):
+        if name in d:
+            _engine.patch_type(cls, name, support.execute(cls, name, f"{prefix}.{name}", d[name]))
+    getters, setters = spec.get("getters", ()), spec.get("setters", ())
+    for name in dict.fromkeys([*getters, *setters]):
+        if name in d:
+            _attribute(cls, name, f"{prefix}.{name}", name in getters, name in setters)
+    for table, wrap in (("callbacks", callback), ("aggregates", aggregate),
+                        ("files", getattr(support, "file_callbacks", None))):
+        for name, spots in spec.get(table, {}).items():
+            if name in d:
+                _engine.patch_type(cls, name, _callback_method(f"{prefix}.{name}", d[name],
+                                                               spots, wrap))
+    for name in spec.get("factories", ()):
+        if name in d:
+            _engine.patch_type(cls, name, _factory_property(d[name], support.PLAIN_FACTORIES))
+
+
+def _registry(orig, spots):
+    apply = _wrapping(spots, callback)
+
+    def register(*args, **kwargs):
+        args, kwargs = apply((None, *args), kwargs)
+        return orig(*args[1:], **kwargs)
+
+    register.__name__ = register.__qualname__ = orig.__name__
+    register.__doc__ = orig.__doc__
+    register.__wrapped__ = orig
+    return register
+
+
+def _install_driver(module, spec):
+    from . import _patch
+    support = importlib.import_module(f"retrace.{spec['support']}")
+    _OWN_CODE.update(spec.get("own_code", ()))
+    support.prepare(module)
+    replaced = {}
+    for name in spec.get("functions", ()):
+        orig = module.__dict__.get(name)
+        if orig is not None:
+            replaced[id(orig)] = (orig, _engine.Boundary(f"{module.__name__}.{name}", orig))
+    for name, spots in spec.get("registries", {}).items():
+        orig = module.__dict__.get(name)
+        if orig is not None:
+            replaced[id(orig)] = (orig, _registry(orig, spots))
+    for orig, wrapper in replaced.values():
+        setattr(module, orig.__name__, wrapper)
+    for typename, typespec in spec["objects"].items():
+        cls = getattr(module, typename, None)
+        if cls is not None:
+            _install_type(module, cls, f"{module.__name__}.{typename}", typespec, support)
+    support.finish(module)
+    _patch._rewrite_references(replaced)
+    for modname, registries in spec.get("python_registries", {}).items():
+        _onimport.when_imported(modname, lambda m, r=registries: _install_registries(m, r))
+
+
+def _install_registries(module, registries):
+    from . import _patch
+    replaced = {}
+    for name, spots in registries.items():
+        orig = module.__dict__.get(name)
+        if orig is not None:
+            replaced[id(orig)] = (orig, _registry(orig, spots))
+            setattr(module, name, replaced[id(orig)][1])
+    _patch._rewrite_references(replaced)
+
+
+def install():
+    """Patch each driver when the program imports it (or now, if it has)."""
+    for modname, spec in _tables.DRIVERS.items():
+        _onimport.when_imported(modname, lambda module, spec=spec: _install_driver(module, spec))

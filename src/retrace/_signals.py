@@ -1,0 +1,97 @@
+"""Python signal handlers at the boundary: where they ran, and what they did.
+
+A signal arrives at a moment replay cannot see, and its handler runs in the
+main thread between two bytecodes or inside a blocking call (an EINTR retry
+in select, sleep, a lock wait).  The handler is the program's code: it sets a
+flag (gunicorn's workers), queues the signal (gunicorn's master) or raises
+(KeyboardInterrupt), and what it does changes what the program does next.
+
+Every Python-level handler is installed behind `_on_signal`.  Recording: it
+writes a `signal.handler` event (the signal number, and whether the handler
+interrupted an external call), then runs the handler with the boundary on, so
+the handler's own calls are recorded after it.  Replay: when the main thread
+reaches its next boundary call and the next record is that event, the engine
+calls `_deliver` first (csrc/boundary.c, replay_signals), which runs the same
+handler there; its calls replay in turn.  A handler that raised inside a
+recorded call ended the call with its exception: the engine raises it from
+that call.  Signals sent to a replaying process run no handler (SIGINT still
+interrupts it).
+
+`signal.signal` and `signal.getsignal` keep showing the program's handlers.
+"""
+import signal
+import sys
+
+import _signal
+
+from . import _engine
+from .errors import ReplayDivergence
+
+# signal number -> the handler the program installed (a callable)
+handlers = {}
+
+_event = _engine.Boundary("signal.handler", lambda signum, inside: (signum, inside))
+
+
+def _on_signal(signum, frame):
+    handler = handlers.get(signum)
+    mode = _engine.mode()
+    if mode == "replay":
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        return None
+    if mode == "off" or handler is None:
+        return handler(signum, frame) if handler else None
+    depth = _engine.swap_disabled(0)
+    try:
+        _event(signum, depth > 0)
+        return handler(signum, frame)
+    finally:
+        _engine.swap_disabled(depth)
+
+
+def _deliver():
+    """Replay: run the handler recorded at the pending event. Returns None, or
+    the exception the handler raised if it ran inside the call being replayed
+    (the engine raises it from that call)."""
+    signum, inside = _event(None, None)
+    handler = handlers.get(signum)
+    if handler is None:
+        return None
+    try:
+        handler(signum, sys._getframe(1))
+    except ReplayDivergence:
+        raise
+    except BaseException as exc:
+        if inside:
+            return exc
+        raise
+    return None
+
+
+def install(replaced):
+    """Put every Python-level handler, now and later, behind _on_signal.
+    Runs in the main thread (only it may set handlers)."""
+    real_signal, real_getsignal = _signal.signal, _signal.getsignal
+
+    def signal_(signalnum, handler):
+        previous = real_signal(signalnum, _on_signal if callable(handler) else handler)
+        if previous is _on_signal:
+            previous = handlers.pop(int(signalnum), None)
+        if callable(handler):
+            handlers[int(signalnum)] = handler
+        return previous
+
+    def getsignal(signalnum):
+        current = real_getsignal(signalnum)
+        return handlers.get(int(signalnum)) if current is _on_signal else current
+
+    for signum in sorted(signal.valid_signals()):
+        handler = real_getsignal(signum)
+        if callable(handler) and handler is not _on_signal:
+            handlers[signum] = handler
+            real_signal(signum, _on_signal)
+    _engine.set_signal_delivery(_event, _deliver)
+    for orig, replacement in ((real_signal, signal_), (real_getsignal, getsignal)):
+        replaced[id(orig)] = (orig, replacement)
+    _signal.signal, _signal.getsignal = signal_, getsignal

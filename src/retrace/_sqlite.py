@@ -1,0 +1,90 @@
+"""sqlite3 (`_sqlite3`) specifics for _drivers.py.
+
+Stand-ins.  A replayed `sqlite3.Connection` is a real connection of the
+program's class opened on a private, empty in-memory database, and a
+replayed `Cursor` a real cursor on one shared private connection: C code of
+the module that reads their structs (sqlite3.Row reads the cursor's
+description, deallocation closes the database) finds valid state, while
+every method that would reach the program's database is an event and never
+runs on them.
+
+Cursor state.  `description` and `lastrowid` are plain members that the C
+code and sqlite3.Row read directly: the calls that set them (execute,
+executemany, executescript, and cursor() for a new cursor) record their new
+values, and replay stores them into the stand-in, so reading them is no
+event.  `rowcount` is an event (fetching the rows of an INSERT ... RETURNING
+changes it).  A new cursor of a replayed connection gets the connection and
+its row factory.
+
+Replay checks that each statement is the recorded one: a program that runs
+another query stops with a divergence.
+"""
+import _sqlite3
+
+from . import _engine
+from ._drivers import check_statement, statement
+
+_members = {}      # name -> the original member descriptor of Cursor or Connection
+_private = None    # the connection replayed cursors are made on
+
+# Factories that need no replay (text_factory=str is the default)
+PLAIN_FACTORIES = (str, bytes, bytearray)
+
+
+def prepare(module):
+    for name in ("description", "lastrowid", "connection", "row_factory"):
+        _members[name] = module.Cursor.__dict__[name]
+    _members["connection_row_factory"] = module.Connection.__dict__["row_factory"]
+
+
+def finish(module):
+    pass
+
+
+def _standin_connection(cls):
+    conn = cls.__new__(cls)
+    _sqlite3.Connection.__init__(conn, ":memory:", check_same_thread=False)
+    return conn
+
+
+def _standin_cursor(cls):
+    global _private
+    if _private is None:
+        _private = _sqlite3.Connection(":memory:", check_same_thread=False)
+    cursor = cls.__new__(cls)
+    _sqlite3.Cursor.__init__(cursor, _private)
+    return cursor
+
+
+STANDINS = {"Connection": _standin_connection, "Cursor": _standin_cursor}
+
+
+def execute(cls, name, qualname, orig):
+    """A call that runs a statement or makes a cursor: recorded with the
+    cursor's new description and lastrowid (the result is the cursor), and
+    the statement, which replay checks."""
+    description, lastrowid = _members["description"], _members["lastrowid"]
+    many = name == "executemany"
+
+    def record(obj, *args, **kwargs):
+        if many and len(args) > 1:
+            # consumed here, in both runs, not by the driver out of sight
+            args = (args[0], list(args[1]), *args[2:])
+        cursor = orig(obj, *args, **kwargs)
+        return (cursor, description.__get__(cursor), lastrowid.__get__(cursor),
+                statement(args, kwargs)), cursor
+
+    def replay(recorded, obj, *args, **kwargs):
+        if many and len(args) > 1:
+            list(args[1])
+        cursor, desc, rowid, sql = recorded
+        check_statement(qualname, sql, statement(args, kwargs))
+        _engine.set_member(cursor, description, desc)
+        _engine.set_member(cursor, lastrowid, rowid)
+        if cursor is not obj:   # a new cursor of connection obj
+            _engine.set_member(cursor, _members["connection"], obj)
+            _engine.set_member(cursor, _members["row_factory"],
+                               _members["connection_row_factory"].__get__(obj))
+        return cursor
+
+    return _engine.BoundaryMethod(qualname, record, replay=replay, split=True, receiver=True)

@@ -1,0 +1,112 @@
+"""sqlite3 at the boundary: record against a real database file, delete the
+file, replay.  The programs print the type and repr of every value they get
+from the driver and every call the driver makes into them; the replay must
+print exactly the same, and so must a plain run (the values are
+deterministic).  Replay creates no database file."""
+import shutil
+
+import pytest
+
+from conftest import Case, assert_same_run, run, retrace_cmd
+
+
+def sqlite_case(world, name):
+    db = world.root / "data" / "app.sqlite"
+    db.parent.mkdir(exist_ok=True)
+    return Case(world, name, [world.programs / f"{name}.py"], [db], world.work, {}), db
+
+
+def record_then_replay(world, name, *, compare_plain=True, sort_plain=False):
+    case, db = sqlite_case(world, name)
+    plain = case.plain()
+    assert plain.code == 0, plain.describe()
+    shutil.rmtree(db.parent)
+    db.parent.mkdir()
+    rec = case.record()
+    assert rec.code == 0, rec.describe()
+    assert db.exists()
+    if compare_plain:
+        if sort_plain:   # threads print in their own order
+            assert sorted(rec.out.splitlines()) == sorted(plain.out.splitlines())
+        else:
+            assert rec.out == plain.out, (plain.describe(), rec.describe())
+    shutil.rmtree(db.parent)          # replay needs no database
+    replayed = world.replay(rec.trace)
+    assert_same_run(rec, replayed)
+    assert not db.parent.exists(), "replay created the database directory"
+    return rec
+
+
+def lines(result):
+    return result.out.decode().splitlines()
+
+
+def test_basic_calls_replay_without_the_database(world):
+    rec = record_then_replay(world, "db_sqlite_basic")
+    out = lines(rec)
+    assert "isinstance Connection: bool True" in out
+    assert "cursor.connection is conn: bool True" in out
+    assert "lastrowid: int 1" in out
+    assert "fetchone: tuple (1, 'apple', 1.25, 3, b'\\x00\\xffbytes', None)" in out
+    assert "sqlite_errorname: str 'SQLITE_CONSTRAINT_UNIQUE'" in out
+    assert "total_changes: int 12" in out
+    assert out[-1] == "done"
+
+
+def test_callbacks_and_values_replay(world):
+    rec = record_then_replay(world, "db_sqlite_callbacks")
+    out = lines(rec)
+    # the driver's calls into the program happen again in replay (they print)
+    for line in ["  adapt_point(Point(1, 2))", "  convert_point(b'1;2')", "  double(4)",
+                 "  Spread.finalize() over 4", "  collate('n0', 'n1')",
+                 "adapted the program's own objects: list [1, 0, 1, 2]",
+                 "  value: Point Point(1.0, 2.0)", "  value: Decimal Decimal('12.5')",
+                 "  value: UUID UUID('00000000-0000-0000-0000-000000001234')",
+                 "aggregate: tuple (3,)", "Row by name: str 'first'",
+                 "Row keys: list ['id', 'name']", "progress handler called: bool True",
+                 "dict rows: list [{'id': 1, 'name': 'first'}, {'id': 2, 'name': 'n0'}]",
+                 "text_factory: list [('FIRST',), ('N0',), ('N1',), ('N2',)]",
+                 "statements traced: int 15"]:
+        assert line in out, line
+    assert any(line.startswith("window: list [(1, 1), (2, 3)") for line in out)
+
+
+def test_threads_with_their_own_connections(world):
+    rec = record_then_replay(world, "db_sqlite_threads", sort_plain=True)
+    assert "summary: [(0, 5, 10), (1, 5, 10), (2, 5, 10)]" in lines(rec)
+
+
+def test_another_query_in_replay_is_a_divergence(world):
+    case, db = sqlite_case(world, "db_sqlite_basic")
+    rec = case.record()
+    assert rec.code == 0, rec.describe()
+    shutil.rmtree(db.parent)
+    program = world.programs / "db_sqlite_basic.py"
+    source = program.read_text()
+    edited = source.replace("where qty > ? order by name", "where qty >= ? order by name")
+    assert edited != source
+    program.write_text(edited)
+    replayed = world.replay(rec.trace)
+    assert replayed.code == 3, replayed.describe()
+    err = replayed.err.decode()
+    assert "the program runs another statement than the recorded run" in err
+    assert "where qty > ? order by name" in err and "where qty >= ? order by name" in err
+    assert str(program) in err   # named as changed since the recording
+    assert rec.out.startswith(replayed.out)
+
+
+def test_a_call_on_another_connection_is_a_divergence(world, tmp_path):
+    program = world.programs / "db_sqlite_two.py"
+    program.write_text(
+        "import sqlite3, sys\n"
+        "a = sqlite3.connect(sys.argv[1]); b = sqlite3.connect(':memory:')\n"
+        "target = a if len(sys.argv) < 3 else b\n"
+        "print(target.execute('select 41 + 1').fetchone())\n")
+    db = world.root / "two.sqlite"
+    rec = Case(world, "two", [program], [db], world.work, {}).record()
+    assert rec.code == 0 and rec.out == b"(42,)\n", rec.describe()
+    # the same program told (through its recorded argv, edited here) to use b
+    program.write_text(program.read_text().replace("len(sys.argv) < 3", "False"))
+    replayed = world.replay(rec.trace)
+    assert replayed.code == 3, replayed.describe()
+    assert "the call is made on another object than in the recording" in replayed.err.decode()
