@@ -637,3 +637,24 @@ def test_a_long_search_reports_progress_and_cancel_pauses_it(dap, tmp_path):
     assert 0 < i < 5_000_000
     assert client.evaluate("total", frame["id"])["result"] in (str(i * (i - 1) // 2),
                                                                 str(i * (i + 1) // 2))
+
+
+def test_pid_replays_a_forked_child(dap, tmp_path):
+    source = (TESTS / "programs" / "proc_fork.py").read_text()
+    script, trace, result = record(tmp_path, "proc_fork", source)
+    assert result.returncode == 0, result.stderr.decode()
+    child = re.search(rb"^child: (child (\d+) drew .*)$", result.stdout, re.M)
+    pid = int(child.group(2))
+    client = dap()
+    kind, stop = client.start(trace, pid=pid, breakpoints=[
+        (script, [line_of(source, 'print("child:", message')])], stopAtCrash=False)
+    assert (kind, stop["reason"]) == ("stopped", "breakpoint"), stop
+    frame = client.top(stop["threadId"])
+    assert client.evaluate("message", frame["id"])["result"] == repr(child.group(1).decode())
+    assert client.move("continue", threadId=stop["threadId"])[0] == "terminated"
+    # the child's own output (the replay of the parent up to the fork comes first)
+    out = client.output("stdout")
+    assert out.endswith(f"child: {child.group(1).decode()}\n") and "received" not in out, out
+    other = dap()
+    other.request("initialize", clientID="test", adapterID="retrace")
+    assert f"{trace}.{pid + 1}" in other.error("launch", recording=str(trace), pid=pid + 1)
