@@ -5,6 +5,8 @@
 #   make demo       record a Flask service under load, then replay its crash offline
 #   make bench      what recording costs against plain runs: bench/results.md (a few minutes)
 #   make fuzz       libFuzzer on the trace reader and decoder for FUZZ_SECONDS (not part of test)
+#   make vsix       lint and package the VS Code extension: editors/vscode/retrace.vsix
+#   make e2e-vscode the extension in a real VS Code (code-server + chromium), see tests/e2e/
 
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
@@ -14,7 +16,7 @@ ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
-.PHONY: dev test test-asan demo bench fuzz clean $(addprefix test-,$(VERSIONS))
+.PHONY: dev test test-asan demo bench fuzz clean vsix e2e-vscode $(addprefix test-,$(VERSIONS))
 
 .venv-%/done: Makefile pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
@@ -69,5 +71,19 @@ fuzz: build/fuzz_reader .venv-3.11/done
 	  -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix=build/ build/fuzz-corpus \
 	  2>&1 | tee build/fuzz.log | grep -E "^#[0-9]+ +(pulse|DONE)|ERROR|SUMMARY|stat::"
 
+# npm ci installs exactly what package-lock.json says (again only when it changes).
+editors/vscode/node_modules/.done: editors/vscode/package.json editors/vscode/package-lock.json
+	cd editors/vscode && npm ci --no-audit --no-fund
+	touch $@
+
+vsix: editors/vscode/node_modules/.done
+	cd editors/vscode && npm run -s compile && npm run -s lint && npm run -s package
+
+# Installs code-server and playwright-core into ~/.cache/retrace-e2e (chromium from apt).
+e2e-vscode: vsix .venv-3.11/done
+	sh tests/e2e/setup.sh
+	RETRACE_PYTHON=$(CURDIR)/.venv-3.11/bin/python node --test tests/e2e/vscode.test.mjs
+
 clean:
 	rm -rf build .venv-* src/retrace/*.so src/*.egg-info
+	rm -rf editors/vscode/node_modules editors/vscode/out editors/vscode/retrace.vsix

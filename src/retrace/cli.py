@@ -5,6 +5,7 @@
     retrace check FILE [--map RECORDED_DIR=LOCAL_DIR]
     retrace inspect FILE [--json]
     retrace debug FILE [--at-crash] [-c CMD]... [--pid N] [--map RECORDED_DIR=LOCAL_DIR]
+    retrace dap [--port PORT]
     retrace install | uninstall
 
 record and replay exec a fresh interpreter (retrace._run) with the recorded
@@ -118,6 +119,14 @@ def cmd_debug(ns):
     sys.exit(_debug_cli.main(ns))
 
 
+def cmd_dap(ns):
+    from . import dap
+    if ns.port is None:
+        dap.serve_stdio()
+    else:
+        dap.serve_port(ns.port)
+
+
 def site_packages():
     return sysconfig.get_paths()["purelib"]
 
@@ -179,6 +188,10 @@ def parser():
     d.add_argument("--map", action="append", default=[], metavar="RECORDED_DIR=LOCAL_DIR",
                    help="the program's code is in LOCAL_DIR here (repeatable)")
     d.set_defaults(func=cmd_debug)
+
+    d = sub.add_parser("dap", help="the Debug Adapter Protocol server (VS Code), on stdio")
+    d.add_argument("--port", type=int, help="serve one client on 127.0.0.1:PORT instead")
+    d.set_defaults(func=cmd_dap)
 
     sub.add_parser("install", help="record when RETRACE_RECORDING is set (.pth hook)") \
         .set_defaults(func=cmd_install)
