@@ -23,6 +23,7 @@ with its spread over the rounds: median (min .. max). Measured:
 Writes DIR/results.json and DIR/results.md (DIR defaults to bench/). With
 --only, the sections not named are kept from DIR/results.json; each section
 says when, at which commit and under which load average it was measured.
+Sections of results.md that other scripts write (bench/debugger.py's) are kept.
 --quick uses tiny sizes: a smoke run, not numbers to quote.
 """
 import argparse
@@ -283,6 +284,17 @@ def render(results):
     return "\n".join(lines) + "\n"
 
 
+def other_sections(path):
+    """The sections of an existing results.md that other scripts write
+    (bench/debugger.py's "## Debugger"), to keep when rewriting it."""
+    if not path.exists():
+        return ""
+    ours = {f"## {title}" for title, _ in SECTIONS.values()}
+    parts = re.split(r"(?m)^(?=## )", path.read_text())[1:]
+    return "".join("\n" + part.rstrip("\n") + "\n" for part in parts
+                   if part.splitlines()[0] not in ours)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
@@ -322,7 +334,8 @@ def main():
             results[name] = measures[name]()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "results.md").write_text(render(results))
+    report = args.out / "results.md"
+    report.write_text(render(results) + other_sections(report))
     progress(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
 
 
