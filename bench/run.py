@@ -55,14 +55,15 @@ class Config:
     startup_runs: int
     web_requests: int      # timed requests per web run
     web_warmup: int        # requests before those, untimed
+    web_callgrind_requests: int    # requests counted by callgrind, per app and mode
 
 
 FULL = Config(rounds=7, micro_divisor=1, micro_repeats=10, cpu_batches=4000,
               boundary_iterations=100000, callgrind_batches=200, startup_runs=40,
-              web_requests=2000, web_warmup=200)
+              web_requests=2000, web_warmup=200, web_callgrind_requests=200)
 QUICK = Config(rounds=2, micro_divisor=20, micro_repeats=3, cpu_batches=40,
                boundary_iterations=1000, callgrind_batches=2, startup_runs=5,
-               web_requests=30, web_warmup=5)
+               web_requests=30, web_warmup=5, web_callgrind_requests=3)
 
 
 # -- the measurements ---------------------------------------------------------

@@ -42,6 +42,7 @@ from common import (BENCH, PY, REPO, WORKLOADS, chunk_totals, clean_env, fmt, in
 
 WORKERS = 2             # gunicorn sync workers: one per core of the benchmark machine
 CONNECTIONS = 2         # wrk's connections: one request in flight per worker
+CALLGRIND_WARMUP = 20   # requests before callgrind counts
 MODES = ("plain", "hook_unset", "record")
 DJANGO_DIR = REPO / "examples" / "django_demo"
 LOGGED = re.compile(r"\[(\d+)\] INFO shop: invoice ")     # one line per request served
@@ -155,23 +156,22 @@ def cpu_seconds(pid):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def serve(app, python, env, url_path, cfg, log):
-    """Start gunicorn, warm it up, time cfg.web_requests requests, stop it
-    (SIGTERM, as a deployment does). Returns wrk's summary, with the CPU
-    time the server spent on the timed requests."""
+@contextlib.contextmanager
+def gunicorn(app, python, env, url_path, log, workers=WORKERS, prefix=(), timeout=60):
+    """gunicorn serving app (under `prefix`, e.g. valgrind), up and
+    answering; yields (its process, the URL). Stopped with SIGTERM after, as
+    a deployment does; it must exit cleanly."""
     port = free_port()
     url = f"http://127.0.0.1:{port}{url_path}"
-    cmd = [python, "-m", "gunicorn", "--no-control-socket", "--workers", str(WORKERS),
-           "--bind", f"127.0.0.1:{port}", *app.args]
+    # --timeout: a worker under valgrind is slow to report, and must not be killed for it
+    cmd = [*prefix, python, "-m", "gunicorn", "--no-control-socket", "--workers", workers,
+           "--timeout", 900, "--bind", f"127.0.0.1:{port}", *app.args]
     with open(log, "wb") as err:
         server = subprocess.Popen([str(c) for c in cmd], cwd=app.cwd, env=env,
                                   stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     try:
-        wait_until_up(url, server, log)
-        wrk(url, cfg.web_warmup)
-        cpu = cpu_seconds(server.pid)
-        result = wrk(url, cfg.web_requests)
-        result["cpu_s"] = cpu_seconds(server.pid) - cpu
+        wait_until_up(url, server, log, timeout)
+        yield server, url
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -181,7 +181,37 @@ def serve(app, python, env, url_path, cfg, log):
             server.wait()
     if server.returncode != 0:
         raise RuntimeError(f"gunicorn exited with {server.returncode}:\n{log.read_text()}")
+
+
+def serve(app, python, env, url_path, cfg, log):
+    """Warm gunicorn up, time cfg.web_requests requests. Returns wrk's
+    summary, with the CPU time the server spent on the timed requests."""
+    with gunicorn(app, python, env, url_path, log) as (server, url):
+        wrk(url, cfg.web_warmup)
+        cpu = cpu_seconds(server.pid)
+        result = wrk(url, cfg.web_requests)
+        result["cpu_s"] = cpu_seconds(server.pid) - cpu
     return result
+
+
+def instructions(app, python, env, url_path, cfg, out):
+    """Instructions per request of one gunicorn worker under callgrind, over
+    cfg.web_callgrind_requests requests after a warm-up: {"main": its main
+    thread, "other": its other threads (Retrace's trace writer)}."""
+    prefix = ["valgrind", "--tool=callgrind", "--trace-children=yes", "--separate-threads=yes",
+              f"--callgrind-out-file={out}.%p"]
+    with gunicorn(app, python, env, url_path, out.with_suffix(".log"), workers=1,
+                  prefix=prefix, timeout=600) as (server, url):
+        wrk(url, CALLGRIND_WARMUP)
+        worker, = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        run(["callgrind_control", "--zero", worker])
+        requests = wrk(url, cfg.web_callgrind_requests)["requests"]
+        run(["callgrind_control", "--dump=timed", worker])
+    # the dump is OUT.PID.1-TT, one file per thread TT (01: the main thread)
+    counts = {int(f.name.rsplit("-", 1)[1]): int(re.search(r"^(?:summary|totals): (\d+)",
+                                                            f.read_text(), re.M).group(1))
+              for f in out.parent.glob(f"{out.name}.{worker}.1-*")}
+    return {"main": counts.pop(1) / requests, "other": sum(counts.values()) / requests}
 
 
 # -- one recording: its size, and its replay -----------------------------------------
@@ -231,7 +261,8 @@ def measure(cfg, tmp, dsn=None):
         progress("  web: skipped, wrk is not installed (apt-get install wrk)")
         return None
     result = {"workers": WORKERS, "connections": CONNECTIONS,
-              "requests": cfg.web_requests, "warmup": cfg.web_warmup}
+              "requests": cfg.web_requests, "warmup": cfg.web_warmup,
+              "callgrind_requests": cfg.web_callgrind_requests, "callgrind": None}
     pythons = make_venvs(tmp / "web-venvs", with_packages=True)
     python = {"plain": pythons["bare"], "hook_unset": pythons["hooked"],
               "record": pythons["hooked"]}
@@ -241,23 +272,36 @@ def measure(cfg, tmp, dsn=None):
     with database(dsn) as (dsn, order, server), rate_service() as rates_url:
         result["database"] = server
         url_path = f"/orders/{order}/invoice?currency=EUR"
+
+        def env(app, mode, trace):
+            extra = {"RETRACE_RECORDING": str(trace)} if mode == "record" else {}
+            return clean_env(DATABASE_URL=dsn, RETRACE_DEMO_RATES_URL=rates_url, **app.env,
+                             **extra)
+
         for n in range(cfg.rounds):
             for name, app in APPS.items():
                 for mode in MODES[n % 3:] + MODES[:n % 3]:
                     loads.append(os.getloadavg()[0])
                     trace = tmp / f"{name}-{n}.retrace"
-                    env = clean_env(DATABASE_URL=dsn, RETRACE_DEMO_RATES_URL=rates_url,
-                                    **app.env)
-                    if mode == "record":
-                        env["RETRACE_RECORDING"] = str(trace)
                     log = tmp / f"{name}-{n}-{mode}.log"
-                    runs[name, mode].append(serve(app, python[mode], env, url_path, cfg, log))
+                    runs[name, mode].append(serve(app, python[mode], env(app, mode, trace),
+                                                  url_path, cfg, log))
                     if mode == "record":
                         recordings[name].append(recording(app, trace, log))
                 plain = runs[name, "plain"][-1]
                 progress(f"  web {name} round {n + 1}: " + ", ".join(
                     f"{mode} {throughput(runs[name, mode][-1]) / throughput(plain):.3f}"
                     for mode in MODES[1:]) + " of plain throughput")
+        if shutil.which("valgrind"):
+            result["callgrind"] = {}
+            for name, app in APPS.items():
+                counts = {mode: instructions(app, python[mode],
+                                             env(app, mode, tmp / f"{name}-callgrind.retrace"),
+                                             url_path, cfg, tmp / f"{name}-{mode}.cg")
+                          for mode in MODES}
+                result["callgrind"][name] = counts
+                progress(f"  web {name} callgrind: main thread x"
+                         f"{counts['record']['main'] / counts['plain']['main']:.4f} recording")
     result["load_average"] = spread(loads)
     result["apps"] = {name: summarize(runs, recordings[name], name) for name in APPS}
     return result
@@ -362,6 +406,29 @@ def render(web, cfg):
                 f"| {added('p50_overhead_pct')} | {fmt(m['p99_ms'], 2)} "
                 f"| {added('p99_overhead_pct')} | {fmt(m['cpu_ms_per_request'], 3)} "
                 f"| {added('cpu_overhead_pct')} |")
+    lines += ["", "### Web: instructions per request (callgrind)", ""]
+    if web["callgrind"] is None:
+        lines.append("Skipped: valgrind is not installed.")
+    else:
+        lines += [
+            f"One gunicorn worker under callgrind, counted over {web['callgrind_requests']:,} "
+            f"requests after {CALLGRIND_WARMUP} of warm-up (`callgrind_control --zero`, then "
+            "`--dump`): deterministic where wall and CPU time are not. *main thread*: the "
+            "thread that serves the requests; *other threads*: Retrace's trace writer, which "
+            "compresses and writes a chunk every 100 ms: under valgrind's ~50x slowdown it "
+            "writes ~50x more chunks per request than at full speed, so that column is an "
+            "upper bound.", "",
+            "| app | mode | main thread / request | added % | other threads / request "
+            "| all threads, added % |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+        ]
+        for name, counts in web["callgrind"].items():
+            plain = counts["plain"]
+            for mode, c in counts.items():
+                main_added = (c["main"] / plain["main"] - 1) * 100
+                all_added = ((c["main"] + c["other"]) / (plain["main"] + plain["other"]) - 1) * 100
+                lines.append(f"| {name} | {mode.replace('_', ' ')} | {c['main']:,.0f} "
+                             f"| {main_added:+.2f} | {c['other']:,.0f} | {all_added:+.2f} |")
     lines += [
         "", "### Web: trace size and replay", "",
         "*MB per 1,000 requests*: all the traces of a recorded run (master and workers) over "

@@ -112,6 +112,17 @@ def test_quick_web(tmp_path):
                         "replay_requests_per_s"):
                 assert positive(replay[key]), (name, key, replay[key])
 
+    if shutil.which("valgrind"):
+        assert set(web["callgrind"]) == {"flask", "django"}
+        for name, counts in web["callgrind"].items():
+            assert set(counts) == set(WEB_MODES), counts
+            for mode, c in counts.items():
+                assert positive(c["main"]) and c["other"] >= 0, (name, mode, c)
+            # Retrace's writer thread exists only when recording
+            assert counts["record"]["other"] > 0 and counts["plain"]["other"] == 0, counts
+    else:
+        assert web["callgrind"] is None
+
     # A worker's replay can stop at the SIGTERM that ended it (a known race of
     # signal replay), so some replays may fail, but not all four.
     assert sum(app["replay"]["failed"] for app in web["apps"].values()) < 4, web["apps"]
