@@ -173,6 +173,10 @@ def startup(cfg, tmp, pythons):
     result = {f"{name}_ms": spread(values) for name, values in times.items()}
     result["hook_unset_added_ms"] = differences(times["not_installed"], times["hook_unset"])
     result["record_added_ms"] = differences(times["not_installed"], times["record"])
+    # Wall time cannot resolve a fraction of a millisecond on a busy machine.
+    result["instructions"] = {name: instructions(commands[name])
+                              for name in ("not_installed", "hook_unset")
+                              } if shutil.which("valgrind") else None
     progress(f"  startup: hook unset {result['hook_unset_added_ms']['median']:+.2f} ms")
     return result
 
@@ -250,7 +254,11 @@ def render_startup(s, cfg):
         f"| {fmt(s['hook_unset_added_ms'], 2)} |",
         f"| `retrace record -o T -c pass` | {fmt(s['record_ms'], 1)} "
         f"| {fmt(s['record_added_ms'], 1)} |",
-    ]
+    ] + ([] if s["instructions"] is None else [
+        "", "Instructions (callgrind, one run each): hook not installed "
+        f"{s['instructions']['not_installed']:,}, hook installed and unset "
+        f"{s['instructions']['hook_unset']:,} "
+        f"({s['instructions']['hook_unset'] / s['instructions']['not_installed'] - 1:+.2%})."])
 
 
 SECTIONS = {

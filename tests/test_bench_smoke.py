@@ -73,6 +73,11 @@ def test_quick_bench(tmp_path):
         assert positive(startup[key]), (key, startup[key])
     for key in ("hook_unset_added_ms", "record_added_ms"):
         assert set(startup[key]) == {"min", "median", "max"}, (key, startup[key])
+    if shutil.which("valgrind"):
+        assert positive(startup["instructions"]["not_installed"]), startup
+        assert positive(startup["instructions"]["hook_unset"]), startup
+    else:
+        assert startup["instructions"] is None
 
 
 WEB_MODES = ["plain", "hook_unset", "record"]
