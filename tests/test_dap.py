@@ -425,6 +425,19 @@ def test_raised_exception_filter_and_exception_info(dap, tmp_path):
     assert client.output("stdout") == "bad x\n"
 
 
+def test_the_end_sends_exited_with_the_exit_status_then_terminated(dap, tmp_path):
+    script, trace, result = record(tmp_path, "exit7",
+                                   (TESTS / "programs" / "exit7.py").read_text())
+    assert result.returncode == 7, result.stderr.decode()
+    client = dap()
+    kind, _ = client.start(trace, stopAtCrash=False)
+    assert kind == "terminated"
+    names = [e["event"] for e in client.events]
+    assert names.index("exited") < names.index("terminated"), names
+    assert client.wait_event("exited")["exitCode"] == 7
+    assert client.output("stdout") == result.stdout.decode()
+
+
 # --------------------------------------------------------------------------
 # Inspection
 

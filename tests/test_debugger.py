@@ -470,6 +470,27 @@ def test_cli_at_crash(world):
         result.out.decode() and "step 0 of" in result.out.decode(), result.describe()
 
 
+def test_the_end_stop_carries_the_exit_status(world):
+    """Stop.exit_status at the end: the recorded status (sys.exit(7); 1 for a
+    crash), also in the terminal's --End-- line."""
+    rec = record(world, "exit7", expect=7)
+    crashed = record(world, "crash", expect=1)
+    result = drive(world, """
+        statuses = []
+        for trace in sys.argv[1:]:
+            d = Debugger(trace)
+            d.set_exception_breakpoints(uncaught=False)
+            end = d.cont()
+            statuses.append([end.reason, end.exit_status])
+            d.close()
+        emit(statuses)
+    """, rec.trace, crashed.trace)
+    assert result == [["end", 7], ["end", 1]]
+    cli = debug_cli(world, rec.trace, "-c", "c", "-c", "q")
+    assert "--End-- the program ended after" in cli.out.decode()
+    assert ", exit status 7\n" in cli.out.decode(), cli.describe()
+
+
 def test_bad_recordings_give_clear_errors(world, tmp_path):
     missing = debug_cli(world, tmp_path / "nope.retrace", "-c", "q")
     assert_error_exit(missing, "no such file")

@@ -51,7 +51,8 @@ class DebugShell(cmd.Cmd):
         kind = stop.exception[0] if stop.exception else ""
         message = f"{kind}: {stop.exception[1]}" if stop.exception else ""
         if stop.reason == "end":
-            self.say(f"--End-- the program ended after {stop.step} steps"
+            status = "" if stop.exit_status is None else f", exit status {stop.exit_status}"
+            self.say(f"--End-- the program ended after {stop.step} steps{status}"
                      + (f", with the uncaught {message}" if message else ""))
             return
         if stop.reason in ("crash", "exception"):

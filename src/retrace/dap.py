@@ -319,6 +319,8 @@ class Adapter:
             self.conn.event("output", {"category": "console",
                                        "output": "retrace: the replay reached the end of the "
                                                  "recording\n"})
+            if stop.exit_status is not None:
+                self.conn.event("exited", {"exitCode": stop.exit_status})
             self.conn.event("terminated")
             return
         body = {"reason": STOP_REASONS.get(stop.reason, "step"),

@@ -71,6 +71,7 @@ class Stop:
     raise_index: int = 0      # stopped at the Nth exception raised in this line (0: at its start)
     depth: int = 0            # counted frames on this thread's stack
     frame_start: int = 0      # the position where the innermost frame's activation began
+    exit_status: int | None = None    # reason "end": the program's exit status (None: unknown)
 
     @property
     def position(self):
@@ -563,7 +564,8 @@ class Debugger:
         self._drop_inspectors()
         self.stop = Stop(step=message["total"], reason="end", thread=0,
                          event_index=message["event"], file=None, line=None, function=None,
-                         exception=tuple(message["exception"]) if message["exception"] else None)
+                         exception=tuple(message["exception"]) if message["exception"] else None,
+                         exit_status=message.get("status"))
         self._show_output(self.stop)
         if message.get("divergence"):
             self._console(f"retrace: the replay diverged: {message['divergence']}\n")
