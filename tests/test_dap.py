@@ -438,6 +438,28 @@ def test_the_end_sends_exited_with_the_exit_status_then_terminated(dap, tmp_path
     assert client.output("stdout") == result.stdout.decode()
 
 
+def test_raised_filter_with_just_my_code_stops_in_user_code_only(dap, tmp_path):
+    source = (TESTS / "programs" / "debug_raises.py").read_text()
+    script, trace, result = record(tmp_path, "debug_raises", source)
+    assert result.returncode == 0, result.stderr.decode()
+    client = dap()
+    kind, stop = client.start(trace, exceptions=["raised"], stopAtCrash=False)
+    assert (kind, stop["reason"]) == ("stopped", "exception"), stop
+    texts = [client.evaluate("text", client.top(stop["threadId"])["id"])["result"]]
+    frame = client.request("stackTrace", threadId=stop["threadId"])["stackFrames"][0]
+    assert (frame["name"], frame["line"]) == ("parse", line_of(source, "# PARSE"))
+    kind, stop = client.move("continue", threadId=stop["threadId"])
+    texts.append(client.evaluate("text", client.top(stop["threadId"])["id"])["result"])
+    kind, stop = client.move("reverseContinue", threadId=stop["threadId"])
+    texts.append(client.evaluate("text", client.top(stop["threadId"])["id"])["result"])
+    assert texts == ["'x'", "'y'", "'x'"]
+    everything = dap()
+    kind, stop = everything.start(trace, exceptions=["raised"], stopAtCrash=False,
+                                  justMyCode=False)
+    frame = everything.request("stackTrace", threadId=stop["threadId"])["stackFrames"][0]
+    assert frame["source"]["path"] != str(script) and frame["name"] != "parse", frame
+
+
 # --------------------------------------------------------------------------
 # Inspection
 

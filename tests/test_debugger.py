@@ -303,6 +303,48 @@ def test_breakpoint_kinds(world):
     assert result["info"] == "ValueError"
 
 
+def test_raised_exceptions_in_user_code_only(world):
+    """user_code_only: continue and reverse continue pass over the raises inside
+    the standard library (filtered in the replay process) and stop at the
+    program's own, the same ones single steps find."""
+    rec = record(world, "debug_raises")
+    program = str(world.programs / "debug_raises.py")
+    result = drive(world, """
+        d = Debugger(sys.argv[1])
+        d.set_exception_breakpoints(raised=True)
+        first = d.cont()
+        d.goto(0)
+        d.set_exception_breakpoints(raised=True, user_code_only=True)
+        forward = []
+        while d.cont().reason == "exception":
+            forward.append([d.stop.step, d.stop.file, d.stop.line, d.stop.exception,
+                            d.evaluate("text").value])
+        backward = []
+        while d.reverse_continue().reason == "exception":
+            backward.append([d.stop.step, d.stop.file, d.stop.line, d.stop.exception,
+                             d.evaluate("text").value])
+        emit({"first": [first.reason, first.file], "forward": forward, "backward": backward,
+              "back_at": d.stop.reason})
+    """, rec.trace)
+    assert result["first"][0] == "exception"
+    assert result["first"][1] != program and "re" in result["first"][1], result["first"]
+    parse = line_of(program, "# PARSE")
+    assert [(f, line, text) for _, f, line, _, text in result["forward"]] == \
+        [(program, parse, "'x'"), (program, parse, "'y'")]
+    assert result["forward"][0][3] == ["ValueError", "invalid literal for int() with base 10: 'x'"]
+    assert result["backward"] == result["forward"][::-1]
+    assert result["back_at"] == "start"
+
+    cli = debug_cli(world, rec.trace, "-c", "catch mine", "-c", "c", "-c", "p text", "-c", "c",
+                    "-c", "p text", "-c", "catch", "-c", "q")
+    out = cli.out.decode()
+    assert cli.code == 0, cli.describe()
+    assert out.count("--Exception-- ValueError: invalid literal") == 2, out
+    assert f"debug_raises.py({parse})parse()" in out
+    assert 0 < out.index("\n'x'\n") < out.index("\n'y'\n"), out
+    assert out.count("Exceptions stop wherever your code raises") == 2, out
+
+
 def test_pause_stops_a_forward_move(world):
     rec = record(world, "debug_loops", 600)     # seconds of replay
     result = drive(world, """

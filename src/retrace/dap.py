@@ -22,11 +22,10 @@ import re
 import signal
 import socket
 import sys
-import sysconfig
 import threading
 import traceback
 
-from .debugger import Debugger, DebuggerError
+from .debugger import Debugger, DebuggerError, is_user_code
 
 PROGRESS_AFTER = 0.5     # seconds a move runs before it reports progress
 JUST_MY_CODE_LIMIT = 200  # step-outs tried to leave library code after a step
@@ -130,13 +129,6 @@ class Connection:
         self.send(message)
 
 
-def library_dirs():
-    paths = sysconfig.get_paths()
-    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    dirs.add(os.path.dirname(os.path.abspath(__file__)))
-    return tuple(os.path.realpath(d) + os.sep for d in dirs)
-
-
 class Adapter:
     """One debug session: the requests of one client against one Debugger."""
 
@@ -148,7 +140,6 @@ class Adapter:
         self.stop_at_end = False
         self.stop_at_crash = True
         self.stop_on_entry = False
-        self.library = library_dirs()
         self.handles = {}          # variablesReference -> what it expands
         self.frame_ids = {}        # DAP frame id -> (thread, frame index)
         self.source_bps = {}       # file -> engine breakpoint ids
@@ -294,21 +285,11 @@ class Adapter:
     def just_my_code_fixup(self, stop, name, direction):
         if not self.just_my_code:
             return stop
-        if name in ("cont", "reverse_continue"):
-            # an exception stop inside library code is not the user's
-            while stop.reason == "exception" and not self.is_user_code(stop.file):
-                stop = getattr(self.dbg, name)()
-            return stop
         for _ in range(JUST_MY_CODE_LIMIT):
-            if stop.reason != "step" or self.is_user_code(stop.file):
+            if stop.reason != "step" or is_user_code(stop.file):
                 break
             stop = getattr(self.dbg, STEP_OUT[direction])()
         return stop
-
-    def is_user_code(self, file):
-        if not file or file.startswith("<"):
-            return False
-        return not os.path.realpath(file).startswith(self.library)
 
     def report(self, stop):
         """Tells the client where the replay is now."""
@@ -460,7 +441,8 @@ class Adapter:
         if unknown:
             raise RequestError(f"unknown exception filters: {', '.join(sorted(unknown))}")
         self.dbg.set_exception_breakpoints(raised="raised" in filters,
-                                           uncaught="uncaught" in filters)
+                                           uncaught="uncaught" in filters,
+                                           user_code_only=self.just_my_code)
         return {"breakpoints": [{"verified": True} for _ in filters]}
 
     # -- moves --------------------------------------------------------------------
@@ -544,7 +526,7 @@ class Adapter:
         source = {"name": os.path.basename(file)}
         if file and not file.startswith("<") and os.path.exists(file):
             source["path"] = file
-        if self.just_my_code and not self.is_user_code(file):
+        if self.just_my_code and not is_user_code(file):
             source["presentationHint"] = "deemphasize"
         return source
 

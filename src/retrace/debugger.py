@@ -22,6 +22,7 @@ evaluation happen in throwaway forks of the current process.
 import codecs
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import select
@@ -31,6 +32,7 @@ import socket
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -43,6 +45,7 @@ from .errors import RetraceError, TraceCorrupt
 RULE_NONE, RULE_STEP, RULE_NEXT, RULE_OUT = range(4)
 SCAN_NONE, SCAN_THREAD, SCAN_NEXT, SCAN_OUT, SCAN_BREAK = range(5)
 HIT_ALWAYS, HIT_EQ, HIT_GE, HIT_MOD = range(4)
+EXC_NONE, EXC_ALL, EXC_USER = range(3)
 
 CHECKPOINT_INTERVAL = 0.05    # seconds of running between two checkpoints
 DENSE = 10                    # ... divided by this when replaying towards an earlier position
@@ -181,6 +184,23 @@ def _parse_hit_condition(text):
     raise DebuggerError(f"bad hit condition {text!r}: use N, >= N or % N")
 
 
+@functools.cache
+def library_dirs():
+    """Where code that is not the user's lives: the standard library,
+    site-packages and Retrace (resolved, each ending in a separator)."""
+    paths = sysconfig.get_paths()
+    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs.add(os.path.dirname(os.path.abspath(__file__)))
+    return tuple(sorted(os.path.realpath(d) + os.sep for d in dirs))
+
+
+def is_user_code(file):
+    """The test the replay applies in C for user_code_only (csrc/stepper.c)."""
+    if not file or file.startswith("<"):
+        return False
+    return not os.path.realpath(file).startswith(library_dirs())
+
+
 def _kill_all(procs, main, directory):
     for proc in procs:
         proc.kill()
@@ -212,6 +232,7 @@ class Debugger:
         self._bp_gen = 1
         self._raised = False
         self._uncaught = True
+        self._user_code_only = False
         self._end = None                # the end report, once a process got there
         self._out_seq = -1              # the last write shown
         self._out_pending = {}          # write number -> (step, stream, bytes) not yet shown
@@ -277,6 +298,7 @@ class Debugger:
         main = self._await_hello(None, STARTUP_TIMEOUT)
         message = self._wait(main, ("stop", "end"))
         self._current = main
+        main.command(*(f"lib {d}" for d in library_dirs() if "\n" not in d))
         self._arrive(message, "entry")
         self._console(self._log_text())
         if not main.ended:
@@ -490,7 +512,7 @@ class Debugger:
         return lines
 
     def _run(self, proc, stop_at=None, rule=RULE_NONE, scan=SCAN_NONE, breakpoints=False,
-             exceptions=False, logs=False, hidden=None, frame=None, dense=False):
+             exceptions=EXC_NONE, logs=False, hidden=None, frame=None, dense=False):
         """Send a run request. stop_at: a position (step, k) or None; frame: the
         stop whose thread and frame the rule or scan is about (default: here);
         dense: checkpoints closer together (the user is going backwards, and
@@ -499,7 +521,7 @@ class Debugger:
         step, k = stop_at if stop_at is not None else (-1, 0)
         interval = self._interval_ns // DENSE if dense else self._interval_ns
         run = (f"run {step} {k} {rule} {scan} {frame.thread} {frame.depth} {frame.frame_start} "
-               f"{int(breakpoints)} {int(exceptions)} {int(logs)} {interval}")
+               f"{int(breakpoints)} {exceptions} {int(logs)} {interval}")
         proc.command(*self._table(hidden), run)
 
     def _replay_to(self, pos, **run):
@@ -611,7 +633,7 @@ class Debugger:
             self._running = proc
             try:
                 self._run(proc, stop_at=target, rule=rule, breakpoints=breakpoints,
-                          exceptions=self._raised, logs=True)
+                          exceptions=self._exceptions(), logs=True)
                 message = self._wait(proc, ("stop", "end"))
             finally:
                 self._running = None
@@ -678,7 +700,7 @@ class Debugger:
                 return None
             base = max(bases, key=lambda p: p.pos)
             proc = self._fork(base)
-            self._run(proc, stop_at=end, scan=scan, exceptions=self._raised, hidden=hidden,
+            self._run(proc, stop_at=end, scan=scan, exceptions=self._exceptions(), hidden=hidden,
                       frame=frame)
             message = self._wait(proc, ("scan", "stop", "end"))
             self._keep(proc)
@@ -818,8 +840,17 @@ class Debugger:
         return [{"id": bp_id, "hits": 0, **{k: v for k, v in bp.items() if k != "hit"}}
                 for bp_id, bp in self._breakpoints.items()]
 
-    def set_exception_breakpoints(self, *, raised=False, uncaught=True):
+    def set_exception_breakpoints(self, *, raised=False, uncaught=True, user_code_only=False):
+        """user_code_only: "raised" stops only at raises in the user's code
+        (is_user_code: not the standard library, site-packages or Retrace),
+        filtered in the replay process."""
         self._raised, self._uncaught = bool(raised), bool(uncaught)
+        self._user_code_only = bool(user_code_only)
+
+    def _exceptions(self):
+        if not self._raised:
+            return EXC_NONE
+        return EXC_USER if self._user_code_only else EXC_ALL
 
     # -- inspection -----------------------------------------------------------------------
 
