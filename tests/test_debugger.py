@@ -250,6 +250,37 @@ def test_reverse_continue_finds_the_previous_conditional_hit(world):
     assert result["from_middle"] == forward[3][0]
 
 
+def test_reverse_continue_and_hit_conditions(world):
+    """Hit counts are counted by forward moves; reverse continue stops at every
+    earlier hit whose condition holds, whatever its count, and leaves the
+    counts as they are (docs/debugger.md, Breakpoints)."""
+    rec = record(world, "debug_loops")
+    program = str(world.programs / "debug_loops.py")
+    result = drive(world, """
+        d = Debugger(sys.argv[1])
+        bp = d.add_breakpoint(sys.argv[2], int(sys.argv[3]), hit_condition="% 20",
+                              condition="i % 2 == 0")
+        forward = []
+        while d.cont().reason == "breakpoint":
+            forward.append(d.evaluate("i").value)
+        hits = d.breakpoints()[0]["hits"]
+        backward = []
+        for _ in range(3):
+            d.reverse_continue()
+            backward.append([d.stop.reason, d.evaluate("i").value])
+        after = d.breakpoints()[0]["hits"]
+        again = [d.cont().reason, d.breakpoints()[0]["hits"]]
+        emit({"forward": forward, "hits": hits, "backward": backward, "after": after,
+              "again": again})
+    """, rec.trace, program, line_of(program, "items.append(value)"))
+    assert result["forward"] == ["38"]           # the 20th even i (counting from i == 0)
+    assert result["hits"] == 30
+    assert result["backward"] == [["breakpoint", "58"], ["breakpoint", "56"],
+                                  ["breakpoint", "54"]]
+    assert result["after"] == 30
+    assert result["again"] == ["end", 32]        # counting on from 30: 56 and 58 are 31, 32
+
+
 def test_breakpoint_kinds(world):
     """Function breakpoints, hit counts, temporary breakpoints, logpoints and
     exception breakpoints."""
