@@ -645,7 +645,7 @@ on_line(PyFrameObject *frame, PyCodeObject *code, code_info *ci)
         g_at_tick = 1;
         int pause = rt_ckpt_tick(g_run.ckpt_ns);
         g_at_tick = 0;
-        if (pause && g_run.scan == SCAN_NONE) {
+        if (pause) {            /* a scan too: the controller makes it the current stop */
             stop_here(frame, "pause", NULL, 0, NULL);
             return;
         }

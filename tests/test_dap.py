@@ -674,6 +674,30 @@ def test_a_long_search_reports_progress_and_cancel_pauses_it(dap, tmp_path):
                                                                 str(i * (i + 1) // 2))
 
 
+def test_pause_and_cancel_stop_a_backward_search(dap, tmp_path):
+    script, trace, result = record(tmp_path, "long", LONG)
+    assert result.returncode == 0, result.stderr.decode()
+    client = dap()
+    kind, stop = client.start(trace, stopAtCrash=False, stopAtEnd=True)
+    assert (kind, stop["reason"]) == ("stopped", "step"), stop    # the end
+    client.request("setBreakpoints", source={"path": str(script)},
+                   breakpoints=[{"line": line_of(LONG, "# ADD"), "condition": "i < 0"}])
+    for how in ("pause", "cancel"):
+        mark = len(client.events)
+        client.request("reverseContinue", threadId=stop["threadId"])
+        progress = client.wait_event("progressStart", after=mark)
+        assert progress["cancellable"], progress
+        if how == "pause":
+            client.request("pause", threadId=stop["threadId"])
+        else:
+            client.request("cancel", progressId=progress["progressId"])
+        stopped = client.wait_event("stopped", after=mark)
+        assert stopped["reason"] == "pause", (how, stopped)
+        frame = client.top(stopped["threadId"])
+        i = int(client.evaluate("i", frame["id"])["result"])
+        assert 0 < i < 5_000_000 - 1, (how, i)
+
+
 def test_pid_replays_a_forked_child(dap, tmp_path):
     source = (TESTS / "programs" / "proc_fork.py").read_text()
     script, trace, result = record(tmp_path, "proc_fork", source)

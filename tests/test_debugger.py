@@ -398,6 +398,47 @@ def test_pause_stops_a_forward_move(world):
     assert result["end"] == "end" and result["output"] == rec.out.decode()
 
 
+def test_pause_stops_a_reverse_move(world):
+    """pause() during reverse continue (a search back through the whole run
+    for a breakpoint that never hits) stops where the search had got to, with
+    reason "pause", at a position that shows the same place when reached
+    again; no replay process is left after close()."""
+    rec = record(world, "debug_loops", 600)
+    program = str(world.programs / "debug_loops.py")
+    result = drive(world, """
+        import os, threading, time
+        d = Debugger(sys.argv[1])
+        d.goto(10**9)
+        end = d.stop.step
+        d.add_breakpoint(sys.argv[2], int(sys.argv[3]), condition="i < 0")
+        threading.Timer(0.5, d.pause).start()
+        started = time.monotonic()
+        paused = d.reverse_continue()
+        where = snap(d)
+        d.step(); d.reverse_step()
+        again = snap(d)
+        pids = [p.pid for p in d._procs]
+        d.close()
+        alive = []
+        for pid in pids:
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                alive.append(pid)
+        emit({"end": end, "paused": [paused.reason, paused.step], "where": where,
+              "again": again, "alive": alive, "pids": len(pids)})
+    """, rec.trace, program, line_of(program, "items.append(value)"))
+    reason, step = result["paused"]
+    assert reason == "pause" and 0 < step < result["end"], result["paused"]
+    assert result["where"] == result["again"]
+    assert result["where"]["function"] is not None
+    assert result["pids"] and not result["alive"], result
+
+
 # --------------------------------------------------------------------------
 # Inspection never perturbs
 

@@ -235,22 +235,14 @@ class Adapter:
         self.conn.respond(request)
 
     def pause(self, request):
-        if self.running is None:
-            self.conn.respond(request)     # already paused: nothing to do
-        elif self.interrupt():
-            self.conn.respond(request)
-        else:
-            self.conn.respond(request, error="a backward search cannot be paused; it ends at "
-                                             "the previous stop or at the start")
+        self.interrupt()                   # nothing running: already paused
+        self.conn.respond(request)
 
     def interrupt(self):
-        """Stops the running move if it is a forward one (the engine's pause()
-        stops those within 1024 steps; backward searches run to their end)."""
-        running = self.running
-        if running is None or not running.forward:
-            return False
-        self.dbg.pause()
-        return True
+        """Stops the running move, forward or backward, within 1024 steps
+        (the engine's pause())."""
+        if self.running is not None:
+            self.dbg.pause()
 
     # -- moves ----------------------------------------------------------------
 
@@ -260,8 +252,7 @@ class Adapter:
         if self.client.get("supportsProgressReporting"):
             self.progress += 1
             move.progress_id = f"retrace-{self.progress}"
-            progress = Progress(self.conn, move.progress_id, move.title, request["seq"],
-                                move.forward)
+            progress = Progress(self.conn, move.progress_id, move.title, request["seq"])
         self.running = move
         try:
             stop = move.run()
@@ -280,7 +271,7 @@ class Adapter:
         def run():
             stop = getattr(self.dbg, name)()
             return self.just_my_code_fixup(stop, name, direction)
-        return Move(run, title or SEARCHES.get(name, "Replaying"), forward=direction > 0)
+        return Move(run, title or SEARCHES.get(name, "Replaying"))
 
     def just_my_code_fixup(self, stop, name, direction):
         if not self.just_my_code:
@@ -383,7 +374,7 @@ class Adapter:
                     pass    # the recorded run did not crash
             return self.just_my_code_fixup(self.dbg.cont(), "cont", +1)
         return Move(first_stop, "Replaying to the crash" if self.stop_at_crash
-                    else "Replaying", forward=True)
+                    else "Replaying")
 
     def request_disconnect(self, args):
         self.done = True
@@ -616,22 +607,21 @@ class Progress:
     """progressStart once a move has run PROGRESS_AFTER seconds; progressEnd
     when it ends, if it was started."""
 
-    def __init__(self, conn, progress_id, title, request_seq, cancellable):
+    def __init__(self, conn, progress_id, title, request_seq):
         self.conn, self.progress_id = conn, progress_id
         self.lock = threading.Lock()
         self.started = self.ended = False
-        self.timer = threading.Timer(PROGRESS_AFTER, self.start,
-                                     (title, request_seq, cancellable))
+        self.timer = threading.Timer(PROGRESS_AFTER, self.start, (title, request_seq))
         self.timer.daemon = True
         self.timer.start()
 
-    def start(self, title, request_seq, cancellable):
+    def start(self, title, request_seq):
         with self.lock:
             if not self.ended:
                 self.started = True
                 self.conn.event("progressStart", {
                     "progressId": self.progress_id, "title": title,
-                    "requestId": request_seq, "cancellable": cancellable})
+                    "requestId": request_seq, "cancellable": True})
 
     def end(self):
         self.timer.cancel()
@@ -645,8 +635,8 @@ class Move:
     """A request that moves the replay: answered at once, then run, then
     reported with a stopped (or terminated) event."""
 
-    def __init__(self, run, title, forward=False):
-        self.run, self.title, self.forward = run, title, forward
+    def __init__(self, run, title):
+        self.run, self.title = run, title
         self.response = {}
         self.progress_id = None
         self.request_seq = None

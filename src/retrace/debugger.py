@@ -60,6 +60,33 @@ class DebuggerError(RetraceError):
     """The debugger cannot do what was asked (the message says why)."""
 
 
+class _Paused(Exception):
+    """pause() stopped a run of a move: proc is paused where it had got to."""
+
+    def __init__(self, proc, message):
+        super().__init__()
+        self.proc, self.message = proc, message
+
+
+def _move(method):
+    """A public move: one at a time; pause() during it stops it where it is."""
+    @functools.wraps(method)
+    def move(self, *args, **kwargs):
+        with self._lock:
+            if self._moving:            # a move made of others
+                return method(self, *args, **kwargs)
+            self._moving, self._pausing = True, False
+            try:
+                return method(self, *args, **kwargs)
+            except _Paused as paused:
+                self._become(paused.proc)
+                return self._arrive(paused.message, "pause")
+            finally:
+                self._moving = self._pausing = False
+                self._running = None
+    return move
+
+
 @dataclasses.dataclass
 class Stop:
     step: int                 # line events before this one (the position)
@@ -223,7 +250,9 @@ class Debugger:
         self._checkpoints = {}          # position -> paused copy
         self._hellos = {}               # pid -> process that said hello, not yet claimed
         self._current = None
-        self._running = None            # the process running a forward move (pause())
+        self._running = None            # the process running a move's run (pause())
+        self._pausing = False           # pause() was asked during this move
+        self._moving = False
         self._inspectors = []           # per stop: the inspector, then evaluations
         self._frames = {}
         self._known = {}                # position -> (file, line, thread): replay is deterministic
@@ -512,7 +541,8 @@ class Debugger:
         return lines
 
     def _run(self, proc, stop_at=None, rule=RULE_NONE, scan=SCAN_NONE, breakpoints=False,
-             exceptions=EXC_NONE, logs=False, hidden=None, frame=None, dense=False):
+             exceptions=EXC_NONE, logs=False, hidden=None, frame=None, dense=False,
+             pausable=True):
         """Send a run request. stop_at: a position (step, k) or None; frame: the
         stop whose thread and frame the rule or scan is about (default: here);
         dense: checkpoints closer together (the user is going backwards, and
@@ -523,6 +553,10 @@ class Debugger:
         run = (f"run {step} {k} {rule} {scan} {frame.thread} {frame.depth} {frame.frame_start} "
                f"{int(breakpoints)} {exceptions} {int(logs)} {interval}")
         proc.command(*self._table(hidden), run)
+        if pausable:
+            self._running = proc
+            if self._pausing:
+                proc.command("pause")
 
     def _replay_to(self, pos, **run):
         """Make a process paused at pos (or at what stops it first): fork the
@@ -533,7 +567,10 @@ class Debugger:
             proc.command("again")
             return proc, self._wait(proc, ("stop", "scan"))
         self._run(proc, stop_at=pos, dense=pos < self._current.pos, **run)
-        return proc, self._wait(proc, ("stop", "end"))
+        message = self._wait(proc, ("stop", "end"))
+        if message["ev"] == "stop" and message["cause"] == "pause":
+            raise _Paused(proc, message)
+        return proc, message
 
     def _become(self, proc):
         """proc is the current process now; the one before is kept or let go."""
@@ -611,10 +648,10 @@ class Debugger:
             (p for p in self._checkpoints.values() if p.pos <= self._current.pos),
             key=lambda p: p.pos)
         proc = self._fork(base)
-        self._run(proc)
+        self._run(proc, pausable=False)
         message = self._wait(proc, ("end", "stop"))
         while message["ev"] == "stop":       # a divergence on the way: run on
-            self._run(proc)
+            self._run(proc, pausable=False)
             message = self._wait(proc, ("end", "stop"))
         self._end = message
         self.total_steps = message["total"]
@@ -622,30 +659,26 @@ class Debugger:
 
     # -- moves -----------------------------------------------------------------------
 
+    @_move
     def _forward(self, rule, breakpoints=True):
-        with self._lock:
-            if self._current.ended:
-                return self.stop
-            start = self.stop.position
-            crash = self._crash_position()
-            target = crash if self._uncaught and crash and crash > start else None
-            proc = self._current
-            self._running = proc
-            try:
-                self._run(proc, stop_at=target, rule=rule, breakpoints=breakpoints,
-                          exceptions=self._exceptions(), logs=True)
-                message = self._wait(proc, ("stop", "end"))
-            finally:
-                self._running = None
-            hits = message.get("hits", [])
-            for bp_id, count in zip(hits[::2], hits[1::2]):
-                if bp_id in self._breakpoints:
-                    self._breakpoints[bp_id]["hits"] = count
-            stop = self._arrive(message, "crash" if target else "step")
-            if message["ev"] == "end" and self._uncaught and self._crash_position() and \
-                    self._crash_position() > start:
-                return self._goto(self._crash_position(), "crash")
-            return stop
+        if self._current.ended:
+            return self.stop
+        start = self.stop.position
+        crash = self._crash_position()
+        target = crash if self._uncaught and crash and crash > start else None
+        proc = self._current
+        self._run(proc, stop_at=target, rule=rule, breakpoints=breakpoints,
+                  exceptions=self._exceptions(), logs=True)
+        message = self._wait(proc, ("stop", "end"))
+        hits = message.get("hits", [])
+        for bp_id, count in zip(hits[::2], hits[1::2]):
+            if bp_id in self._breakpoints:
+                self._breakpoints[bp_id]["hits"] = count
+        stop = self._arrive(message, "crash" if target else "step")
+        if message["ev"] == "end" and self._uncaught and self._crash_position() and \
+                self._crash_position() > start:
+            return self._goto(self._crash_position(), "crash")
+        return stop
 
     def _crash_position(self):
         crash = self._end and self._end.get("crash")
@@ -677,17 +710,21 @@ class Debugger:
         return self._forward(RULE_NONE)
 
     def pause(self):
-        """Stop a forward move in progress (from another thread, or a signal
-        handler): it stops at the next multiple of 1024 steps with reason
-        "pause". Reverse moves and gotos are not interrupted."""
+        """Stop the move in progress (from another thread, or a signal
+        handler), forward or backward: the replay process running it stops at
+        its next multiple of 1024 steps, which becomes the stop, reason
+        "pause". A backward search stops where it had got to: a position
+        between the checkpoint it ran from and where the move began. The
+        first run to the end (to learn it) is not interrupted."""
+        self._pausing = True
         proc = self._running
         if proc is not None:
             with contextlib.suppress(DebuggerError):
                 proc.command("pause")
 
+    @_move
     def goto(self, step):
-        with self._lock:
-            return self._goto((max(0, int(step)), 0), "goto")
+        return self._goto((max(0, int(step)), 0), "goto")
 
     def _scan_back(self, end, scan, hidden=None, frame=None):
         """The last position before end where the scan predicate held: runs the
@@ -703,6 +740,8 @@ class Debugger:
             self._run(proc, stop_at=end, scan=scan, exceptions=self._exceptions(), hidden=hidden,
                       frame=frame)
             message = self._wait(proc, ("scan", "stop", "end"))
+            if message["ev"] == "stop" and message["cause"] == "pause":
+                raise _Paused(proc, message)
             self._keep(proc)
             if message["ev"] == "end":
                 self._end = self._end or message
@@ -719,80 +758,80 @@ class Debugger:
         return self._goto((match["match_step"], match["match_k"]),
                           reason or match["match_cause"], match["match_bps"])
 
+    @_move
     def reverse_step(self):
-        with self._lock:
-            here, thread = self.stop.position, self.stop.thread
-            if here == (0, 0) or self._current.ended and here[0] == 0:
-                return self._start_stop()
-            candidate = (here[0], 0) if here[1] else (here[0] - 1, 0)
-            stop = self._goto(candidate, "step")
-            if stop.thread == thread:
-                return stop
-            return self._back_to(self._scan_back(here, SCAN_THREAD), "step")
+        here, thread = self.stop.position, self.stop.thread
+        if here == (0, 0) or self._current.ended and here[0] == 0:
+            return self._start_stop()
+        candidate = (here[0], 0) if here[1] else (here[0] - 1, 0)
+        stop = self._goto(candidate, "step")
+        if stop.thread == thread:
+            return stop
+        return self._back_to(self._scan_back(here, SCAN_THREAD), "step")
 
+    @_move
     def reverse_next(self):
-        with self._lock:
-            here, before = self.stop.position, self.stop
-            if here[1]:
-                return self._goto((here[0], 0), "step")
-            if self._current.ended:
-                return self.reverse_step()
-            if here[0] == 0:
-                return self._start_stop()
-            stop = self._goto((here[0] - 1, 0), "step")
-            if stop.thread == before.thread and (stop.depth < before.depth or (
-                    stop.depth == before.depth and stop.frame_start == before.frame_start)):
-                return stop
-            return self._back_to(self._scan_back(here, SCAN_NEXT, frame=before), "step")
+        here, before = self.stop.position, self.stop
+        if here[1]:
+            return self._goto((here[0], 0), "step")
+        if self._current.ended:
+            return self.reverse_step()
+        if here[0] == 0:
+            return self._start_stop()
+        stop = self._goto((here[0] - 1, 0), "step")
+        if stop.thread == before.thread and (stop.depth < before.depth or (
+                stop.depth == before.depth and stop.frame_start == before.frame_start)):
+            return stop
+        return self._back_to(self._scan_back(here, SCAN_NEXT, frame=before), "step")
 
+    @_move
     def reverse_step_out(self):
-        with self._lock:
-            before = self.stop
-            if self._current.ended:
-                return self.reverse_step()
-            start = before.frame_start
-            if start > 0:
-                stop = self._goto((start - 1, 0), "step")
-                if stop.thread == before.thread and stop.depth < before.depth:
-                    return stop
-            return self._back_to(self._scan_back((start, 0), SCAN_OUT, frame=before), "step")
+        before = self.stop
+        if self._current.ended:
+            return self.reverse_step()
+        start = before.frame_start
+        if start > 0:
+            stop = self._goto((start - 1, 0), "step")
+            if stop.thread == before.thread and stop.depth < before.depth:
+                return stop
+        return self._back_to(self._scan_back((start, 0), SCAN_OUT, frame=before), "step")
 
+    @_move
     def reverse_continue(self):
-        with self._lock:
-            return self._back_to(self._scan_back(self.stop.position, SCAN_BREAK))
+        return self._back_to(self._scan_back(self.stop.position, SCAN_BREAK))
 
+    @_move
     def to_crash(self):
-        with self._lock:
-            self._ensure_end()
-            crash = self._crash_position()
-            if crash is None:
-                raise DebuggerError("the recorded run ended without an uncaught exception"
-                                    + (f" (exit status {self._end['status']})"
-                                       if self._end.get("status") is not None else ""))
-            return self._goto(crash, "crash")
+        self._ensure_end()
+        crash = self._crash_position()
+        if crash is None:
+            raise DebuggerError("the recorded run ended without an uncaught exception"
+                                + (f" (exit status {self._end['status']})"
+                                   if self._end.get("status") is not None else ""))
+        return self._goto(crash, "crash")
 
+    @_move
     def to_last_exception(self):
-        with self._lock:
-            self._ensure_end()
-            last = self._end.get("last")
-            if not last:
-                raise DebuggerError("the recorded run raised no exception")
-            return self._goto((last[0], last[1]), "exception")
+        self._ensure_end()
+        last = self._end.get("last")
+        if not last:
+            raise DebuggerError("the recorded run raised no exception")
+        return self._goto((last[0], last[1]), "exception")
 
+    @_move
     def restart_frame(self, frame_index=0):
-        with self._lock:
-            frames = self.frames()
-            if not 0 <= frame_index < len(frames) or frames[frame_index].start is None:
-                raise DebuggerError(f"no frame {frame_index} to restart")
-            return self._goto((frames[frame_index].start, 0), "goto")
+        frames = self.frames()
+        if not 0 <= frame_index < len(frames) or frames[frame_index].start is None:
+            raise DebuggerError(f"no frame {frame_index} to restart")
+        return self._goto((frames[frame_index].start, 0), "goto")
 
+    @_move
     def last_run_of(self, file, line):
         """Go back to the last time file:line ran before now; None (and no move)
         if it did not."""
-        with self._lock:
-            match = self._scan_back(self.stop.position, SCAN_BREAK,
-                                    hidden=(os.path.abspath(file), int(line)))
-            return None if match is None else self._back_to(match, "goto")
+        match = self._scan_back(self.stop.position, SCAN_BREAK,
+                                hidden=(os.path.abspath(file), int(line)))
+        return None if match is None else self._back_to(match, "goto")
 
     # -- breakpoints --------------------------------------------------------------------
 
