@@ -52,10 +52,12 @@
 #define POOL_SIZE 65536     /* paths, names, conditions and log messages */
 #define NONE UINT64_MAX
 #define RING 256            /* recent raises, to find where an exception began */
+#define MAX_LIBS 16         /* library directories (just my code) */
 
 enum { RULE_NONE, RULE_STEP, RULE_NEXT, RULE_OUT };
 enum { SCAN_NONE, SCAN_THREAD, SCAN_NEXT, SCAN_OUT, SCAN_BREAK };
 enum { HIT_ALWAYS, HIT_EQ, HIT_GE, HIT_MOD };
+enum { EXC_NONE, EXC_ALL, EXC_USER };   /* which raises a run stops at */
 
 /* What a run stops at. rule and the thread predicates of a scan concern
  * thread tid and the frame at depth `depth` whose activation began at
@@ -66,7 +68,7 @@ typedef struct {
     int scan;                   /* SCAN_*: note matches, stop only at the target */
     uint64_t tid, depth, start;
     int breakpoints;            /* stop at breakpoints */
-    int exceptions;             /* stop where the program raises */
+    int exceptions;             /* EXC_*: stop where the program raises */
     int logs;                   /* print logpoint messages */
     uint64_t ckpt_ns;           /* fork a checkpoint every this much running time */
 } run_spec;
@@ -91,6 +93,7 @@ typedef struct {
     int skip;                   /* never counted */
     int file;                   /* index in g_files, -1 */
     int func_bp;                /* index+1 of a function breakpoint on it */
+    int library;                /* -1 not known yet; 1 library code (not the user's) */
 } code_info;
 
 typedef struct {
@@ -115,6 +118,8 @@ static int g_at_tick;           /* paused in a tick: line g_pos is not yet looke
 static Py_ssize_t g_extra = -1; /* co_extra index */
 static char g_own_dir[PATH_MAX];
 static PyObject *g_divergence_type;
+static char g_libs[MAX_LIBS][PATH_MAX]; /* library directories, resolved, ending in '/' */
+static int g_nlibs;
 static dthread *g_threads;
 static _Thread_local dthread *t_dbg;
 static rt_buf g_msg;            /* the message being built */
@@ -194,12 +199,32 @@ info_of(PyCodeObject *code)
         return NULL;
     ci->skip = skipped_file(code->co_filename);
     ci->file = -1;
+    ci->library = -1;
     if (CODE_SET_EXTRA((PyObject *)code, g_extra, ci) < 0) {
         PyErr_Clear();
         free(ci);
         return NULL;
     }
     return ci;
+}
+
+/* Library code: a file under a library directory (the standard library,
+ * site-packages, Retrace; the controller sends them) or one without a real
+ * path ("<string>", "<frozen ...>"). Resolved once per code object. */
+static int
+library_code(PyCodeObject *code, code_info *ci)
+{
+    if (ci->library < 0) {
+        char path[PATH_MAX], real[PATH_MAX];
+        ci->library = 1;
+        if (rt_utf8_into(code->co_filename, path, sizeof path) >= 0 && path[0] != '<') {
+            const char *p = realpath(path, real) ? real : path;
+            ci->library = 0;
+            for (int i = 0; i < g_nlibs && !ci->library; i++)
+                ci->library = starts_with(p, g_libs[i]);
+        }
+    }
+    return ci->library;
 }
 
 static int
@@ -566,12 +591,22 @@ look_at_line(PyFrameObject *frame, PyCodeObject *code, code_info *ci)
     }
 }
 
-/* The program raised exc (its g_raise_k-th raise in this line). */
+/* The program raised exc (its g_raise_k-th raise in this line). Just my
+ * code (EXC_USER) passes over raises in library frames here, in C: a web
+ * request raises and catches dozens inside its framework. */
 static void
 look_at_raise(PyFrameObject *frame, PyObject *exc)
 {
-    if (!g_run.exceptions)
+    if (g_run.exceptions == EXC_NONE)
         return;
+    if (g_run.exceptions == EXC_USER) {
+        PyCodeObject *code = PyFrame_GetCode(frame);
+        code_info *ci = info_of(code);
+        int library = !ci || library_code(code, ci);
+        Py_DECREF(code);
+        if (library)
+            return;
+    }
     if (g_run.scan == SCAN_BREAK)
         note_match(t_dbg ? t_dbg->tid : 0, "exception", NULL, 0);
     else if (g_run.scan == SCAN_NONE)
@@ -610,7 +645,7 @@ on_line(PyFrameObject *frame, PyCodeObject *code, code_info *ci)
         g_at_tick = 1;
         int pause = rt_ckpt_tick(g_run.ckpt_ns);
         g_at_tick = 0;
-        if (pause && g_run.scan == SCAN_NONE) {
+        if (pause) {            /* a scan too: the controller makes it the current stop */
             stop_here(frame, "pause", NULL, 0, NULL);
             return;
         }
@@ -799,6 +834,12 @@ rt_stepper_configure(char *line, char *err, size_t errlen)
         if (!g_stop_frame)
             return bad(err, errlen, "no stop to report again", line);
         rt_ckpt_send(&g_msg);
+        return 0;
+    }
+    if (strncmp(line, "lib ", 4) == 0) {
+        if (g_nlibs == MAX_LIBS || strlen(line + 4) >= PATH_MAX)
+            return bad(err, errlen, "too many library directories", line);
+        strcpy(g_libs[g_nlibs++], line + 4);
         return 0;
     }
     if (sscanf(line, "bps %llu", &gen) == 1) {

@@ -425,6 +425,41 @@ def test_raised_exception_filter_and_exception_info(dap, tmp_path):
     assert client.output("stdout") == "bad x\n"
 
 
+def test_the_end_sends_exited_with_the_exit_status_then_terminated(dap, tmp_path):
+    script, trace, result = record(tmp_path, "exit7",
+                                   (TESTS / "programs" / "exit7.py").read_text())
+    assert result.returncode == 7, result.stderr.decode()
+    client = dap()
+    kind, _ = client.start(trace, stopAtCrash=False)
+    assert kind == "terminated"
+    names = [e["event"] for e in client.events]
+    assert names.index("exited") < names.index("terminated"), names
+    assert client.wait_event("exited")["exitCode"] == 7
+    assert client.output("stdout") == result.stdout.decode()
+
+
+def test_raised_filter_with_just_my_code_stops_in_user_code_only(dap, tmp_path):
+    source = (TESTS / "programs" / "debug_raises.py").read_text()
+    script, trace, result = record(tmp_path, "debug_raises", source)
+    assert result.returncode == 0, result.stderr.decode()
+    client = dap()
+    kind, stop = client.start(trace, exceptions=["raised"], stopAtCrash=False)
+    assert (kind, stop["reason"]) == ("stopped", "exception"), stop
+    texts = [client.evaluate("text", client.top(stop["threadId"])["id"])["result"]]
+    frame = client.request("stackTrace", threadId=stop["threadId"])["stackFrames"][0]
+    assert (frame["name"], frame["line"]) == ("parse", line_of(source, "# PARSE"))
+    kind, stop = client.move("continue", threadId=stop["threadId"])
+    texts.append(client.evaluate("text", client.top(stop["threadId"])["id"])["result"])
+    kind, stop = client.move("reverseContinue", threadId=stop["threadId"])
+    texts.append(client.evaluate("text", client.top(stop["threadId"])["id"])["result"])
+    assert texts == ["'x'", "'y'", "'x'"]
+    everything = dap()
+    kind, stop = everything.start(trace, exceptions=["raised"], stopAtCrash=False,
+                                  justMyCode=False)
+    frame = everything.request("stackTrace", threadId=stop["threadId"])["stackFrames"][0]
+    assert frame["source"]["path"] != str(script) and frame["name"] != "parse", frame
+
+
 # --------------------------------------------------------------------------
 # Inspection
 
@@ -637,6 +672,30 @@ def test_a_long_search_reports_progress_and_cancel_pauses_it(dap, tmp_path):
     assert 0 < i < 5_000_000
     assert client.evaluate("total", frame["id"])["result"] in (str(i * (i - 1) // 2),
                                                                 str(i * (i + 1) // 2))
+
+
+def test_pause_and_cancel_stop_a_backward_search(dap, tmp_path):
+    script, trace, result = record(tmp_path, "long", LONG)
+    assert result.returncode == 0, result.stderr.decode()
+    client = dap()
+    kind, stop = client.start(trace, stopAtCrash=False, stopAtEnd=True)
+    assert (kind, stop["reason"]) == ("stopped", "step"), stop    # the end
+    client.request("setBreakpoints", source={"path": str(script)},
+                   breakpoints=[{"line": line_of(LONG, "# ADD"), "condition": "i < 0"}])
+    for how in ("pause", "cancel"):
+        mark = len(client.events)
+        client.request("reverseContinue", threadId=stop["threadId"])
+        progress = client.wait_event("progressStart", after=mark)
+        assert progress["cancellable"], progress
+        if how == "pause":
+            client.request("pause", threadId=stop["threadId"])
+        else:
+            client.request("cancel", progressId=progress["progressId"])
+        stopped = client.wait_event("stopped", after=mark)
+        assert stopped["reason"] == "pause", (how, stopped)
+        frame = client.top(stopped["threadId"])
+        i = int(client.evaluate("i", frame["id"])["result"])
+        assert 0 < i < 5_000_000 - 1, (how, i)
 
 
 def test_pid_replays_a_forked_child(dap, tmp_path):

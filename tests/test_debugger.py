@@ -250,6 +250,37 @@ def test_reverse_continue_finds_the_previous_conditional_hit(world):
     assert result["from_middle"] == forward[3][0]
 
 
+def test_reverse_continue_and_hit_conditions(world):
+    """Hit counts are counted by forward moves; reverse continue stops at every
+    earlier hit whose condition holds, whatever its count, and leaves the
+    counts as they are (docs/debugger.md, Breakpoints)."""
+    rec = record(world, "debug_loops")
+    program = str(world.programs / "debug_loops.py")
+    result = drive(world, """
+        d = Debugger(sys.argv[1])
+        bp = d.add_breakpoint(sys.argv[2], int(sys.argv[3]), hit_condition="% 20",
+                              condition="i % 2 == 0")
+        forward = []
+        while d.cont().reason == "breakpoint":
+            forward.append(d.evaluate("i").value)
+        hits = d.breakpoints()[0]["hits"]
+        backward = []
+        for _ in range(3):
+            d.reverse_continue()
+            backward.append([d.stop.reason, d.evaluate("i").value])
+        after = d.breakpoints()[0]["hits"]
+        again = [d.cont().reason, d.breakpoints()[0]["hits"]]
+        emit({"forward": forward, "hits": hits, "backward": backward, "after": after,
+              "again": again})
+    """, rec.trace, program, line_of(program, "items.append(value)"))
+    assert result["forward"] == ["38"]           # the 20th even i (counting from i == 0)
+    assert result["hits"] == 30
+    assert result["backward"] == [["breakpoint", "58"], ["breakpoint", "56"],
+                                  ["breakpoint", "54"]]
+    assert result["after"] == 30
+    assert result["again"] == ["end", 32]        # counting on from 30: 56 and 58 are 31, 32
+
+
 def test_breakpoint_kinds(world):
     """Function breakpoints, hit counts, temporary breakpoints, logpoints and
     exception breakpoints."""
@@ -303,6 +334,48 @@ def test_breakpoint_kinds(world):
     assert result["info"] == "ValueError"
 
 
+def test_raised_exceptions_in_user_code_only(world):
+    """user_code_only: continue and reverse continue pass over the raises inside
+    the standard library (filtered in the replay process) and stop at the
+    program's own, the same ones single steps find."""
+    rec = record(world, "debug_raises")
+    program = str(world.programs / "debug_raises.py")
+    result = drive(world, """
+        d = Debugger(sys.argv[1])
+        d.set_exception_breakpoints(raised=True)
+        first = d.cont()
+        d.goto(0)
+        d.set_exception_breakpoints(raised=True, user_code_only=True)
+        forward = []
+        while d.cont().reason == "exception":
+            forward.append([d.stop.step, d.stop.file, d.stop.line, d.stop.exception,
+                            d.evaluate("text").value])
+        backward = []
+        while d.reverse_continue().reason == "exception":
+            backward.append([d.stop.step, d.stop.file, d.stop.line, d.stop.exception,
+                             d.evaluate("text").value])
+        emit({"first": [first.reason, first.file], "forward": forward, "backward": backward,
+              "back_at": d.stop.reason})
+    """, rec.trace)
+    assert result["first"][0] == "exception"
+    assert result["first"][1] != program and "re" in result["first"][1], result["first"]
+    parse = line_of(program, "# PARSE")
+    assert [(f, line, text) for _, f, line, _, text in result["forward"]] == \
+        [(program, parse, "'x'"), (program, parse, "'y'")]
+    assert result["forward"][0][3] == ["ValueError", "invalid literal for int() with base 10: 'x'"]
+    assert result["backward"] == result["forward"][::-1]
+    assert result["back_at"] == "start"
+
+    cli = debug_cli(world, rec.trace, "-c", "catch mine", "-c", "c", "-c", "p text", "-c", "c",
+                    "-c", "p text", "-c", "catch", "-c", "q")
+    out = cli.out.decode()
+    assert cli.code == 0, cli.describe()
+    assert out.count("--Exception-- ValueError: invalid literal") == 2, out
+    assert f"debug_raises.py({parse})parse()" in out
+    assert 0 < out.index("\n'x'\n") < out.index("\n'y'\n"), out
+    assert out.count("Exceptions stop wherever your code raises") == 2, out
+
+
 def test_pause_stops_a_forward_move(world):
     rec = record(world, "debug_loops", 600)     # seconds of replay
     result = drive(world, """
@@ -323,6 +396,47 @@ def test_pause_stops_a_forward_move(world):
     assert reason == "pause" and 0 < step < result["total"] and step % 1024 == 0, result["paused"]
     assert result["where"] == result["again"]
     assert result["end"] == "end" and result["output"] == rec.out.decode()
+
+
+def test_pause_stops_a_reverse_move(world):
+    """pause() during reverse continue (a search back through the whole run
+    for a breakpoint that never hits) stops where the search had got to, with
+    reason "pause", at a position that shows the same place when reached
+    again; no replay process is left after close()."""
+    rec = record(world, "debug_loops", 600)
+    program = str(world.programs / "debug_loops.py")
+    result = drive(world, """
+        import os, threading, time
+        d = Debugger(sys.argv[1])
+        d.goto(10**9)
+        end = d.stop.step
+        d.add_breakpoint(sys.argv[2], int(sys.argv[3]), condition="i < 0")
+        threading.Timer(0.5, d.pause).start()
+        started = time.monotonic()
+        paused = d.reverse_continue()
+        where = snap(d)
+        d.step(); d.reverse_step()
+        again = snap(d)
+        pids = [p.pid for p in d._procs]
+        d.close()
+        alive = []
+        for pid in pids:
+            for _ in range(100):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
+            else:
+                alive.append(pid)
+        emit({"end": end, "paused": [paused.reason, paused.step], "where": where,
+              "again": again, "alive": alive, "pids": len(pids)})
+    """, rec.trace, program, line_of(program, "items.append(value)"))
+    reason, step = result["paused"]
+    assert reason == "pause" and 0 < step < result["end"], result["paused"]
+    assert result["where"] == result["again"]
+    assert result["where"]["function"] is not None
+    assert result["pids"] and not result["alive"], result
 
 
 # --------------------------------------------------------------------------
@@ -468,6 +582,27 @@ def test_cli_at_crash(world):
     assert result.code == 0, result.describe()
     assert "*** the recorded run ended without an uncaught exception (exit status 0)" in \
         result.out.decode() and "step 0 of" in result.out.decode(), result.describe()
+
+
+def test_the_end_stop_carries_the_exit_status(world):
+    """Stop.exit_status at the end: the recorded status (sys.exit(7); 1 for a
+    crash), also in the terminal's --End-- line."""
+    rec = record(world, "exit7", expect=7)
+    crashed = record(world, "crash", expect=1)
+    result = drive(world, """
+        statuses = []
+        for trace in sys.argv[1:]:
+            d = Debugger(trace)
+            d.set_exception_breakpoints(uncaught=False)
+            end = d.cont()
+            statuses.append([end.reason, end.exit_status])
+            d.close()
+        emit(statuses)
+    """, rec.trace, crashed.trace)
+    assert result == [["end", 7], ["end", 1]]
+    cli = debug_cli(world, rec.trace, "-c", "c", "-c", "q")
+    assert "--End-- the program ended after" in cli.out.decode()
+    assert ", exit status 7\n" in cli.out.decode(), cli.describe()
 
 
 def test_bad_recordings_give_clear_errors(world, tmp_path):

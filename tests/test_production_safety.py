@@ -107,8 +107,11 @@ def test_a_slow_writer_cuts_the_recording_and_memory_stays_bounded(world):
         "retrace: recording stopped: the trace writer fell behind: more than 4194304 bytes "
         "were waiting to be written (RETRACE_MAX_MEMORY); the trace keeps everything before "
         "this point and the program goes on unrecorded"], rec.describe()
+    # The backlog is capped at 4 MB; peak RSS also holds the allocator's
+    # retained 100 KB blocks, which vary with the machine's load (22 MB idle,
+    # 65 MB seen on a loaded 2-core machine): far below the 200 MB recorded.
     peak = int(rec.out.split()[-1])
-    assert peak < 64, f"peak RSS {peak} MB while recording 200 MB\n" + rec.describe()
+    assert peak < 100, f"peak RSS {peak} MB while recording 200 MB\n" + rec.describe()
     info = world.inspect(rec.trace)
     assert "RETRACE_MAX_MEMORY" in info["cut"]["why"]
     assert 0 < info["events"]["posix.urandom"] < 2000

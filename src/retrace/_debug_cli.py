@@ -29,6 +29,7 @@ class DebugShell(cmd.Cmd):
         self.frame_index = 0        # selected with up/down
         self.thread = None          # selected with thread N (None: the stop's)
         self.list_from = None       # where a plain `list` continues
+        self.catch = "off"          # exception stops: see do_catch
         self.update_prompt()
 
     # -- output -------------------------------------------------------------
@@ -51,7 +52,8 @@ class DebugShell(cmd.Cmd):
         kind = stop.exception[0] if stop.exception else ""
         message = f"{kind}: {stop.exception[1]}" if stop.exception else ""
         if stop.reason == "end":
-            self.say(f"--End-- the program ended after {stop.step} steps"
+            status = "" if stop.exit_status is None else f", exit status {stop.exit_status}"
+            self.say(f"--End-- the program ended after {stop.step} steps{status}"
                      + (f", with the uncaught {message}" if message else ""))
             return
         if stop.reason in ("crash", "exception"):
@@ -134,6 +136,23 @@ class DebugShell(cmd.Cmd):
             self.error("goto takes a step number")
             return
         self.move(self.dbg.goto, step)
+
+    CATCH = {"off": "only at the crash (an uncaught exception)",
+             "raised": "wherever an exception is raised, caught or not",
+             "mine": "wherever your code raises an exception (not the standard library, "
+                     "site-packages or Retrace)"}
+
+    def do_catch(self, arg):
+        """catch [raised | mine | off]: where continue (and rc) stop for exceptions:
+        every raise, raises in your own code only, or only the crash (the
+        default). Without an argument, say which."""
+        mode = arg.strip() or self.catch
+        if mode not in self.CATCH:
+            self.error("catch takes raised, mine or off")
+            return
+        self.catch = mode
+        self.dbg.set_exception_breakpoints(raised=mode != "off", user_code_only=mode == "mine")
+        self.say(f"Exceptions stop {self.CATCH[mode]}")
 
     do_s, do_n, do_r, do_c, do_cont = do_step, do_next, do_return, do_continue, do_continue
     do_rs, do_rn, do_rr, do_rc = do_rstep, do_rnext, do_rreturn, do_rcontinue

@@ -22,11 +22,10 @@ import re
 import signal
 import socket
 import sys
-import sysconfig
 import threading
 import traceback
 
-from .debugger import Debugger, DebuggerError
+from .debugger import Debugger, DebuggerError, is_user_code
 
 PROGRESS_AFTER = 0.5     # seconds a move runs before it reports progress
 JUST_MY_CODE_LIMIT = 200  # step-outs tried to leave library code after a step
@@ -130,13 +129,6 @@ class Connection:
         self.send(message)
 
 
-def library_dirs():
-    paths = sysconfig.get_paths()
-    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    dirs.add(os.path.dirname(os.path.abspath(__file__)))
-    return tuple(os.path.realpath(d) + os.sep for d in dirs)
-
-
 class Adapter:
     """One debug session: the requests of one client against one Debugger."""
 
@@ -148,7 +140,6 @@ class Adapter:
         self.stop_at_end = False
         self.stop_at_crash = True
         self.stop_on_entry = False
-        self.library = library_dirs()
         self.handles = {}          # variablesReference -> what it expands
         self.frame_ids = {}        # DAP frame id -> (thread, frame index)
         self.source_bps = {}       # file -> engine breakpoint ids
@@ -244,22 +235,14 @@ class Adapter:
         self.conn.respond(request)
 
     def pause(self, request):
-        if self.running is None:
-            self.conn.respond(request)     # already paused: nothing to do
-        elif self.interrupt():
-            self.conn.respond(request)
-        else:
-            self.conn.respond(request, error="a backward search cannot be paused; it ends at "
-                                             "the previous stop or at the start")
+        self.interrupt()                   # nothing running: already paused
+        self.conn.respond(request)
 
     def interrupt(self):
-        """Stops the running move if it is a forward one (the engine's pause()
-        stops those within 1024 steps; backward searches run to their end)."""
-        running = self.running
-        if running is None or not running.forward:
-            return False
-        self.dbg.pause()
-        return True
+        """Stops the running move, forward or backward, within 1024 steps
+        (the engine's pause())."""
+        if self.running is not None:
+            self.dbg.pause()
 
     # -- moves ----------------------------------------------------------------
 
@@ -269,8 +252,7 @@ class Adapter:
         if self.client.get("supportsProgressReporting"):
             self.progress += 1
             move.progress_id = f"retrace-{self.progress}"
-            progress = Progress(self.conn, move.progress_id, move.title, request["seq"],
-                                move.forward)
+            progress = Progress(self.conn, move.progress_id, move.title, request["seq"])
         self.running = move
         try:
             stop = move.run()
@@ -289,26 +271,16 @@ class Adapter:
         def run():
             stop = getattr(self.dbg, name)()
             return self.just_my_code_fixup(stop, name, direction)
-        return Move(run, title or SEARCHES.get(name, "Replaying"), forward=direction > 0)
+        return Move(run, title or SEARCHES.get(name, "Replaying"))
 
     def just_my_code_fixup(self, stop, name, direction):
         if not self.just_my_code:
             return stop
-        if name in ("cont", "reverse_continue"):
-            # an exception stop inside library code is not the user's
-            while stop.reason == "exception" and not self.is_user_code(stop.file):
-                stop = getattr(self.dbg, name)()
-            return stop
         for _ in range(JUST_MY_CODE_LIMIT):
-            if stop.reason != "step" or self.is_user_code(stop.file):
+            if stop.reason != "step" or is_user_code(stop.file):
                 break
             stop = getattr(self.dbg, STEP_OUT[direction])()
         return stop
-
-    def is_user_code(self, file):
-        if not file or file.startswith("<"):
-            return False
-        return not os.path.realpath(file).startswith(self.library)
 
     def report(self, stop):
         """Tells the client where the replay is now."""
@@ -319,6 +291,8 @@ class Adapter:
             self.conn.event("output", {"category": "console",
                                        "output": "retrace: the replay reached the end of the "
                                                  "recording\n"})
+            if stop.exit_status is not None:
+                self.conn.event("exited", {"exitCode": stop.exit_status})
             self.conn.event("terminated")
             return
         body = {"reason": STOP_REASONS.get(stop.reason, "step"),
@@ -400,7 +374,7 @@ class Adapter:
                     pass    # the recorded run did not crash
             return self.just_my_code_fixup(self.dbg.cont(), "cont", +1)
         return Move(first_stop, "Replaying to the crash" if self.stop_at_crash
-                    else "Replaying", forward=True)
+                    else "Replaying")
 
     def request_disconnect(self, args):
         self.done = True
@@ -458,7 +432,8 @@ class Adapter:
         if unknown:
             raise RequestError(f"unknown exception filters: {', '.join(sorted(unknown))}")
         self.dbg.set_exception_breakpoints(raised="raised" in filters,
-                                           uncaught="uncaught" in filters)
+                                           uncaught="uncaught" in filters,
+                                           user_code_only=self.just_my_code)
         return {"breakpoints": [{"verified": True} for _ in filters]}
 
     # -- moves --------------------------------------------------------------------
@@ -542,7 +517,7 @@ class Adapter:
         source = {"name": os.path.basename(file)}
         if file and not file.startswith("<") and os.path.exists(file):
             source["path"] = file
-        if self.just_my_code and not self.is_user_code(file):
+        if self.just_my_code and not is_user_code(file):
             source["presentationHint"] = "deemphasize"
         return source
 
@@ -632,22 +607,21 @@ class Progress:
     """progressStart once a move has run PROGRESS_AFTER seconds; progressEnd
     when it ends, if it was started."""
 
-    def __init__(self, conn, progress_id, title, request_seq, cancellable):
+    def __init__(self, conn, progress_id, title, request_seq):
         self.conn, self.progress_id = conn, progress_id
         self.lock = threading.Lock()
         self.started = self.ended = False
-        self.timer = threading.Timer(PROGRESS_AFTER, self.start,
-                                     (title, request_seq, cancellable))
+        self.timer = threading.Timer(PROGRESS_AFTER, self.start, (title, request_seq))
         self.timer.daemon = True
         self.timer.start()
 
-    def start(self, title, request_seq, cancellable):
+    def start(self, title, request_seq):
         with self.lock:
             if not self.ended:
                 self.started = True
                 self.conn.event("progressStart", {
                     "progressId": self.progress_id, "title": title,
-                    "requestId": request_seq, "cancellable": cancellable})
+                    "requestId": request_seq, "cancellable": True})
 
     def end(self):
         self.timer.cancel()
@@ -661,8 +635,8 @@ class Move:
     """A request that moves the replay: answered at once, then run, then
     reported with a stopped (or terminated) event."""
 
-    def __init__(self, run, title, forward=False):
-        self.run, self.title, self.forward = run, title, forward
+    def __init__(self, run, title):
+        self.run, self.title = run, title
         self.response = {}
         self.progress_id = None
         self.request_seq = None

@@ -22,6 +22,7 @@ evaluation happen in throwaway forks of the current process.
 import codecs
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import select
@@ -31,6 +32,7 @@ import socket
 import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -43,6 +45,7 @@ from .errors import RetraceError, TraceCorrupt
 RULE_NONE, RULE_STEP, RULE_NEXT, RULE_OUT = range(4)
 SCAN_NONE, SCAN_THREAD, SCAN_NEXT, SCAN_OUT, SCAN_BREAK = range(5)
 HIT_ALWAYS, HIT_EQ, HIT_GE, HIT_MOD = range(4)
+EXC_NONE, EXC_ALL, EXC_USER = range(3)
 
 CHECKPOINT_INTERVAL = 0.05    # seconds of running between two checkpoints
 DENSE = 10                    # ... divided by this when replaying towards an earlier position
@@ -55,6 +58,33 @@ REF_BITS = 20                 # Var.ref: the answering process in the bits above
 
 class DebuggerError(RetraceError):
     """The debugger cannot do what was asked (the message says why)."""
+
+
+class _Paused(Exception):
+    """pause() stopped a run of a move: proc is paused where it had got to."""
+
+    def __init__(self, proc, message):
+        super().__init__()
+        self.proc, self.message = proc, message
+
+
+def _move(method):
+    """A public move: one at a time; pause() during it stops it where it is."""
+    @functools.wraps(method)
+    def move(self, *args, **kwargs):
+        with self._lock:
+            if self._moving:            # a move made of others
+                return method(self, *args, **kwargs)
+            self._moving, self._pausing = True, False
+            try:
+                return method(self, *args, **kwargs)
+            except _Paused as paused:
+                self._become(paused.proc)
+                return self._arrive(paused.message, "pause")
+            finally:
+                self._moving = self._pausing = False
+                self._running = None
+    return move
 
 
 @dataclasses.dataclass
@@ -71,6 +101,7 @@ class Stop:
     raise_index: int = 0      # stopped at the Nth exception raised in this line (0: at its start)
     depth: int = 0            # counted frames on this thread's stack
     frame_start: int = 0      # the position where the innermost frame's activation began
+    exit_status: int | None = None    # reason "end": the program's exit status (None: unknown)
 
     @property
     def position(self):
@@ -180,6 +211,23 @@ def _parse_hit_condition(text):
     raise DebuggerError(f"bad hit condition {text!r}: use N, >= N or % N")
 
 
+@functools.cache
+def library_dirs():
+    """Where code that is not the user's lives: the standard library,
+    site-packages and Retrace (resolved, each ending in a separator)."""
+    paths = sysconfig.get_paths()
+    dirs = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs.add(os.path.dirname(os.path.abspath(__file__)))
+    return tuple(sorted(os.path.realpath(d) + os.sep for d in dirs))
+
+
+def is_user_code(file):
+    """The test the replay applies in C for user_code_only (csrc/stepper.c)."""
+    if not file or file.startswith("<"):
+        return False
+    return not os.path.realpath(file).startswith(library_dirs())
+
+
 def _kill_all(procs, main, directory):
     for proc in procs:
         proc.kill()
@@ -202,7 +250,9 @@ class Debugger:
         self._checkpoints = {}          # position -> paused copy
         self._hellos = {}               # pid -> process that said hello, not yet claimed
         self._current = None
-        self._running = None            # the process running a forward move (pause())
+        self._running = None            # the process running a move's run (pause())
+        self._pausing = False           # pause() was asked during this move
+        self._moving = False
         self._inspectors = []           # per stop: the inspector, then evaluations
         self._frames = {}
         self._known = {}                # position -> (file, line, thread): replay is deterministic
@@ -211,6 +261,7 @@ class Debugger:
         self._bp_gen = 1
         self._raised = False
         self._uncaught = True
+        self._user_code_only = False
         self._end = None                # the end report, once a process got there
         self._out_seq = -1              # the last write shown
         self._out_pending = {}          # write number -> (step, stream, bytes) not yet shown
@@ -276,6 +327,7 @@ class Debugger:
         main = self._await_hello(None, STARTUP_TIMEOUT)
         message = self._wait(main, ("stop", "end"))
         self._current = main
+        main.command(*(f"lib {d}" for d in library_dirs() if "\n" not in d))
         self._arrive(message, "entry")
         self._console(self._log_text())
         if not main.ended:
@@ -489,7 +541,8 @@ class Debugger:
         return lines
 
     def _run(self, proc, stop_at=None, rule=RULE_NONE, scan=SCAN_NONE, breakpoints=False,
-             exceptions=False, logs=False, hidden=None, frame=None, dense=False):
+             exceptions=EXC_NONE, logs=False, hidden=None, frame=None, dense=False,
+             pausable=True):
         """Send a run request. stop_at: a position (step, k) or None; frame: the
         stop whose thread and frame the rule or scan is about (default: here);
         dense: checkpoints closer together (the user is going backwards, and
@@ -498,8 +551,12 @@ class Debugger:
         step, k = stop_at if stop_at is not None else (-1, 0)
         interval = self._interval_ns // DENSE if dense else self._interval_ns
         run = (f"run {step} {k} {rule} {scan} {frame.thread} {frame.depth} {frame.frame_start} "
-               f"{int(breakpoints)} {int(exceptions)} {int(logs)} {interval}")
+               f"{int(breakpoints)} {exceptions} {int(logs)} {interval}")
         proc.command(*self._table(hidden), run)
+        if pausable:
+            self._running = proc
+            if self._pausing:
+                proc.command("pause")
 
     def _replay_to(self, pos, **run):
         """Make a process paused at pos (or at what stops it first): fork the
@@ -510,7 +567,10 @@ class Debugger:
             proc.command("again")
             return proc, self._wait(proc, ("stop", "scan"))
         self._run(proc, stop_at=pos, dense=pos < self._current.pos, **run)
-        return proc, self._wait(proc, ("stop", "end"))
+        message = self._wait(proc, ("stop", "end"))
+        if message["ev"] == "stop" and message["cause"] == "pause":
+            raise _Paused(proc, message)
+        return proc, message
 
     def _become(self, proc):
         """proc is the current process now; the one before is kept or let go."""
@@ -563,7 +623,8 @@ class Debugger:
         self._drop_inspectors()
         self.stop = Stop(step=message["total"], reason="end", thread=0,
                          event_index=message["event"], file=None, line=None, function=None,
-                         exception=tuple(message["exception"]) if message["exception"] else None)
+                         exception=tuple(message["exception"]) if message["exception"] else None,
+                         exit_status=message.get("status"))
         self._show_output(self.stop)
         if message.get("divergence"):
             self._console(f"retrace: the replay diverged: {message['divergence']}\n")
@@ -587,10 +648,10 @@ class Debugger:
             (p for p in self._checkpoints.values() if p.pos <= self._current.pos),
             key=lambda p: p.pos)
         proc = self._fork(base)
-        self._run(proc)
+        self._run(proc, pausable=False)
         message = self._wait(proc, ("end", "stop"))
         while message["ev"] == "stop":       # a divergence on the way: run on
-            self._run(proc)
+            self._run(proc, pausable=False)
             message = self._wait(proc, ("end", "stop"))
         self._end = message
         self.total_steps = message["total"]
@@ -598,30 +659,26 @@ class Debugger:
 
     # -- moves -----------------------------------------------------------------------
 
+    @_move
     def _forward(self, rule, breakpoints=True):
-        with self._lock:
-            if self._current.ended:
-                return self.stop
-            start = self.stop.position
-            crash = self._crash_position()
-            target = crash if self._uncaught and crash and crash > start else None
-            proc = self._current
-            self._running = proc
-            try:
-                self._run(proc, stop_at=target, rule=rule, breakpoints=breakpoints,
-                          exceptions=self._raised, logs=True)
-                message = self._wait(proc, ("stop", "end"))
-            finally:
-                self._running = None
-            hits = message.get("hits", [])
-            for bp_id, count in zip(hits[::2], hits[1::2]):
-                if bp_id in self._breakpoints:
-                    self._breakpoints[bp_id]["hits"] = count
-            stop = self._arrive(message, "crash" if target else "step")
-            if message["ev"] == "end" and self._uncaught and self._crash_position() and \
-                    self._crash_position() > start:
-                return self._goto(self._crash_position(), "crash")
-            return stop
+        if self._current.ended:
+            return self.stop
+        start = self.stop.position
+        crash = self._crash_position()
+        target = crash if self._uncaught and crash and crash > start else None
+        proc = self._current
+        self._run(proc, stop_at=target, rule=rule, breakpoints=breakpoints,
+                  exceptions=self._exceptions(), logs=True)
+        message = self._wait(proc, ("stop", "end"))
+        hits = message.get("hits", [])
+        for bp_id, count in zip(hits[::2], hits[1::2]):
+            if bp_id in self._breakpoints:
+                self._breakpoints[bp_id]["hits"] = count
+        stop = self._arrive(message, "crash" if target else "step")
+        if message["ev"] == "end" and self._uncaught and self._crash_position() and \
+                self._crash_position() > start:
+            return self._goto(self._crash_position(), "crash")
+        return stop
 
     def _crash_position(self):
         crash = self._end and self._end.get("crash")
@@ -653,17 +710,21 @@ class Debugger:
         return self._forward(RULE_NONE)
 
     def pause(self):
-        """Stop a forward move in progress (from another thread, or a signal
-        handler): it stops at the next multiple of 1024 steps with reason
-        "pause". Reverse moves and gotos are not interrupted."""
+        """Stop the move in progress (from another thread, or a signal
+        handler), forward or backward: the replay process running it stops at
+        its next multiple of 1024 steps, which becomes the stop, reason
+        "pause". A backward search stops where it had got to: a position
+        between the checkpoint it ran from and where the move began. The
+        first run to the end (to learn it) is not interrupted."""
+        self._pausing = True
         proc = self._running
         if proc is not None:
             with contextlib.suppress(DebuggerError):
                 proc.command("pause")
 
+    @_move
     def goto(self, step):
-        with self._lock:
-            return self._goto((max(0, int(step)), 0), "goto")
+        return self._goto((max(0, int(step)), 0), "goto")
 
     def _scan_back(self, end, scan, hidden=None, frame=None):
         """The last position before end where the scan predicate held: runs the
@@ -676,9 +737,11 @@ class Debugger:
                 return None
             base = max(bases, key=lambda p: p.pos)
             proc = self._fork(base)
-            self._run(proc, stop_at=end, scan=scan, exceptions=self._raised, hidden=hidden,
+            self._run(proc, stop_at=end, scan=scan, exceptions=self._exceptions(), hidden=hidden,
                       frame=frame)
             message = self._wait(proc, ("scan", "stop", "end"))
+            if message["ev"] == "stop" and message["cause"] == "pause":
+                raise _Paused(proc, message)
             self._keep(proc)
             if message["ev"] == "end":
                 self._end = self._end or message
@@ -695,80 +758,80 @@ class Debugger:
         return self._goto((match["match_step"], match["match_k"]),
                           reason or match["match_cause"], match["match_bps"])
 
+    @_move
     def reverse_step(self):
-        with self._lock:
-            here, thread = self.stop.position, self.stop.thread
-            if here == (0, 0) or self._current.ended and here[0] == 0:
-                return self._start_stop()
-            candidate = (here[0], 0) if here[1] else (here[0] - 1, 0)
-            stop = self._goto(candidate, "step")
-            if stop.thread == thread:
-                return stop
-            return self._back_to(self._scan_back(here, SCAN_THREAD), "step")
+        here, thread = self.stop.position, self.stop.thread
+        if here == (0, 0) or self._current.ended and here[0] == 0:
+            return self._start_stop()
+        candidate = (here[0], 0) if here[1] else (here[0] - 1, 0)
+        stop = self._goto(candidate, "step")
+        if stop.thread == thread:
+            return stop
+        return self._back_to(self._scan_back(here, SCAN_THREAD), "step")
 
+    @_move
     def reverse_next(self):
-        with self._lock:
-            here, before = self.stop.position, self.stop
-            if here[1]:
-                return self._goto((here[0], 0), "step")
-            if self._current.ended:
-                return self.reverse_step()
-            if here[0] == 0:
-                return self._start_stop()
-            stop = self._goto((here[0] - 1, 0), "step")
-            if stop.thread == before.thread and (stop.depth < before.depth or (
-                    stop.depth == before.depth and stop.frame_start == before.frame_start)):
-                return stop
-            return self._back_to(self._scan_back(here, SCAN_NEXT, frame=before), "step")
+        here, before = self.stop.position, self.stop
+        if here[1]:
+            return self._goto((here[0], 0), "step")
+        if self._current.ended:
+            return self.reverse_step()
+        if here[0] == 0:
+            return self._start_stop()
+        stop = self._goto((here[0] - 1, 0), "step")
+        if stop.thread == before.thread and (stop.depth < before.depth or (
+                stop.depth == before.depth and stop.frame_start == before.frame_start)):
+            return stop
+        return self._back_to(self._scan_back(here, SCAN_NEXT, frame=before), "step")
 
+    @_move
     def reverse_step_out(self):
-        with self._lock:
-            before = self.stop
-            if self._current.ended:
-                return self.reverse_step()
-            start = before.frame_start
-            if start > 0:
-                stop = self._goto((start - 1, 0), "step")
-                if stop.thread == before.thread and stop.depth < before.depth:
-                    return stop
-            return self._back_to(self._scan_back((start, 0), SCAN_OUT, frame=before), "step")
+        before = self.stop
+        if self._current.ended:
+            return self.reverse_step()
+        start = before.frame_start
+        if start > 0:
+            stop = self._goto((start - 1, 0), "step")
+            if stop.thread == before.thread and stop.depth < before.depth:
+                return stop
+        return self._back_to(self._scan_back((start, 0), SCAN_OUT, frame=before), "step")
 
+    @_move
     def reverse_continue(self):
-        with self._lock:
-            return self._back_to(self._scan_back(self.stop.position, SCAN_BREAK))
+        return self._back_to(self._scan_back(self.stop.position, SCAN_BREAK))
 
+    @_move
     def to_crash(self):
-        with self._lock:
-            self._ensure_end()
-            crash = self._crash_position()
-            if crash is None:
-                raise DebuggerError("the recorded run ended without an uncaught exception"
-                                    + (f" (exit status {self._end['status']})"
-                                       if self._end.get("status") is not None else ""))
-            return self._goto(crash, "crash")
+        self._ensure_end()
+        crash = self._crash_position()
+        if crash is None:
+            raise DebuggerError("the recorded run ended without an uncaught exception"
+                                + (f" (exit status {self._end['status']})"
+                                   if self._end.get("status") is not None else ""))
+        return self._goto(crash, "crash")
 
+    @_move
     def to_last_exception(self):
-        with self._lock:
-            self._ensure_end()
-            last = self._end.get("last")
-            if not last:
-                raise DebuggerError("the recorded run raised no exception")
-            return self._goto((last[0], last[1]), "exception")
+        self._ensure_end()
+        last = self._end.get("last")
+        if not last:
+            raise DebuggerError("the recorded run raised no exception")
+        return self._goto((last[0], last[1]), "exception")
 
+    @_move
     def restart_frame(self, frame_index=0):
-        with self._lock:
-            frames = self.frames()
-            if not 0 <= frame_index < len(frames) or frames[frame_index].start is None:
-                raise DebuggerError(f"no frame {frame_index} to restart")
-            return self._goto((frames[frame_index].start, 0), "goto")
+        frames = self.frames()
+        if not 0 <= frame_index < len(frames) or frames[frame_index].start is None:
+            raise DebuggerError(f"no frame {frame_index} to restart")
+        return self._goto((frames[frame_index].start, 0), "goto")
 
+    @_move
     def last_run_of(self, file, line):
         """Go back to the last time file:line ran before now; None (and no move)
         if it did not."""
-        with self._lock:
-            match = self._scan_back(self.stop.position, SCAN_BREAK,
-                                    hidden=(os.path.abspath(file), int(line)))
-            return None if match is None else self._back_to(match, "goto")
+        match = self._scan_back(self.stop.position, SCAN_BREAK,
+                                hidden=(os.path.abspath(file), int(line)))
+        return None if match is None else self._back_to(match, "goto")
 
     # -- breakpoints --------------------------------------------------------------------
 
@@ -816,8 +879,17 @@ class Debugger:
         return [{"id": bp_id, "hits": 0, **{k: v for k, v in bp.items() if k != "hit"}}
                 for bp_id, bp in self._breakpoints.items()]
 
-    def set_exception_breakpoints(self, *, raised=False, uncaught=True):
+    def set_exception_breakpoints(self, *, raised=False, uncaught=True, user_code_only=False):
+        """user_code_only: "raised" stops only at raises in the user's code
+        (is_user_code: not the standard library, site-packages or Retrace),
+        filtered in the replay process."""
         self._raised, self._uncaught = bool(raised), bool(uncaught)
+        self._user_code_only = bool(user_code_only)
+
+    def _exceptions(self):
+        if not self._raised:
+            return EXC_NONE
+        return EXC_USER if self._user_code_only else EXC_ALL
 
     # -- inspection -----------------------------------------------------------------------
 
