@@ -16,8 +16,6 @@ runserver runs with --skip-checks: Django keeps its system checks in a set of
 functions, whose order follows their memory addresses, and the first check
 to run imports modules and takes locks (see docs/supported.md, Frameworks).
 """
-import pytest
-
 from conftest import PY, REPO, run
 from web_servers import (free_port, gunicorn, record_under_load, replay_everywhere,
                          replay_forked_server, traceback_of)
@@ -25,10 +23,6 @@ from web_servers import (free_port, gunicorn, record_under_load, replay_everywhe
 PROJECT = REPO / "examples" / "django_demo"
 LOAD = REPO / "examples" / "load.py"
 CRASH = b"TypeError: unsupported operand type(s) for *: 'NoneType' and 'int'"
-
-DB_PENDING = pytest.mark.xfail(
-    strict=True, reason="sqlite3/psycopg2 support lands from the db branch")
-
 
 def database_env(world, pg_cluster=None):
     if pg_cluster is not None:
@@ -66,7 +60,6 @@ def gunicorn_cmd():
     return [str(c).replace("{gunicorn}", str(gunicorn())) for c in GUNICORN]
 
 
-@DB_PENDING
 def test_runserver_on_sqlite(world, installed_hook):
     rec = record_shop(world, RUNSERVER, database_env(world), "INT")
     assert b"Starting development server at http://127.0.0.1:" in rec.out, rec.describe()
@@ -74,14 +67,12 @@ def test_runserver_on_sqlite(world, installed_hook):
     replay_everywhere(world, rec)
 
 
-@DB_PENDING
 def test_runserver_on_postgresql(world, installed_hook, pg_cluster):
     rec = record_shop(world, RUNSERVER, database_env(world, pg_cluster), "INT")
     pg_cluster.stop()
     replay_everywhere(world, rec)
 
 
-@DB_PENDING
 def test_gunicorn_on_postgresql(world, installed_hook, pg_cluster):
     rec = record_shop(world, gunicorn_cmd(), database_env(world, pg_cluster), "TERM")
     pg_cluster.stop()

@@ -88,10 +88,6 @@ def test_fork_handlers_are_not_events(world):
 # --------------------------------------------------------------------------
 # The quickstart: examples/flask_demo.py on a database
 
-DB_PENDING = pytest.mark.xfail(
-    strict=True, reason="sqlite3/psycopg2 support lands from the db branch")
-
-
 def record_demo(world, **env):
     port, rates_port = free_port(), free_port()
     env = {"RETRACE_DEMO_SQLITE": world.root / "shop.sqlite3",
@@ -105,14 +101,12 @@ def record_demo(world, **env):
     return rec
 
 
-@DB_PENDING
 def test_demo_on_sqlite(world, installed_hook):
     rec = record_demo(world)
     (world.root / "shop.sqlite3").unlink()
     replay_everywhere(world, rec)
 
 
-@DB_PENDING
 def test_demo_on_postgresql(world, installed_hook, pg_cluster):
     rec = record_demo(world, DATABASE_URL=pg_cluster.url)
     pg_cluster.stop()

@@ -35,6 +35,9 @@ def test_connection_cursor_values_and_errors_replay_with_the_server_stopped(worl
     out = record_then_replay(world, pg_cluster, "db_pg_basic")
     for line in [
         "isinstance connection: bool True", "isinstance cursor: bool True",
+        "info type: type <class 'psycopg2.extensions.ConnectionInfo'>",
+        "info.parameter_status: str 'UTF8'", "info.transaction_status: int 0",
+        "info.backend_pid is an int: bool True",
         "cursor.connection is conn: bool True", "returning: tuple (1,)",
         "statusmessage: str 'INSERT 0 1'", "executemany rowcount: int 5",
         "  price: Decimal Decimal('19.99')",

@@ -99,7 +99,7 @@ def _standin(cls):
     return cls.__new__(cls)
 
 
-STANDINS = {"connection": _standin, "cursor": _standin}
+STANDINS = {"connection": _standin, "cursor": _standin, "ConnectionInfo": _standin}
 
 
 def execute(cls, name, qualname, orig):

@@ -166,7 +166,7 @@ DRIVERS["psycopg2._psycopg"] = {
                        "tpc_rollback", "tpc_recover", "__enter__", "__exit__"],
             "getters": ["autocommit", "isolation_level", "readonly", "deferrable", "encoding",
                         "server_version", "protocol_version", "status", "closed", "notices",
-                        "dsn", "async", "async_", "cursor_factory"],
+                        "dsn", "async", "async_", "cursor_factory", "info"],
             "setters": ["autocommit", "isolation_level", "readonly", "deferrable",
                         "cursor_factory"],
         },
@@ -180,6 +180,14 @@ DRIVERS["psycopg2._psycopg"] = {
                         "connection", "name", "scrollable", "withhold", "arraysize", "itersize",
                         "tzinfo_factory"],
             "setters": ["scrollable", "withhold", "arraysize", "itersize", "tzinfo_factory"],
+        },
+        # conn.info: a new object per read, every attribute read from libpq
+        "ConnectionInfo": {
+            "events": ["parameter_status", "ssl_attribute"],
+            "getters": ["dbname", "user", "password", "host", "port", "options",
+                        "dsn_parameters", "status", "transaction_status", "protocol_version",
+                        "server_version", "error_message", "socket", "backend_pid",
+                        "used_password", "needs_password", "ssl_in_use", "ssl_attribute_names"],
         },
     },
 }
