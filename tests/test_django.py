@@ -3,7 +3,7 @@ database stopped.
 
 The migrations run before the recorded run, as a deployment step
 (`manage.py migrate`, not recorded); the recorded process is the server only:
-`manage.py runserver --noreload --skip-checks` (threaded) or gunicorn with
+`manage.py runserver --noreload` (threaded, with its system checks) or gunicorn with
 forked sync workers, started through the .pth hook. examples/load.py sends
 orders (one transaction each) and invoice requests from another process,
 serves the exchange rates the views fetch over HTTP, and stops the server
@@ -12,9 +12,10 @@ the database is stopped (PostgreSQL) or deleted (SQLite), and the replay
 must print the same log: every answer, and the traceback of the invoice
 view that crashed on the legacy product.
 
-runserver runs with --skip-checks: Django keeps its system checks in a set of
-functions, whose order follows their memory addresses, and the first check
-to run imports modules and takes locks (see docs/supported.md, Frameworks).
+runserver runs Django's system checks first: Django keeps them in sets of
+functions, which iterate in an order that follows memory addresses; Retrace's
+shim (src/retrace/_shims.py) makes them run in registration order in both
+runs, or the replay would diverge where the first check imports modules.
 """
 from conftest import PY, REPO, run
 from web_servers import (free_port, gunicorn, record_under_load, replay_everywhere,
@@ -51,7 +52,7 @@ def record_shop(world, server_cmd, db_env, stop):
     return rec
 
 
-RUNSERVER = [PY, "manage.py", "runserver", "--noreload", "--skip-checks", "127.0.0.1:{port}"]
+RUNSERVER = [PY, "manage.py", "runserver", "--noreload", "127.0.0.1:{port}"]
 GUNICORN = [PY, "{gunicorn}", "--no-control-socket", "--workers", "2",
             "--bind", "127.0.0.1:{port}", "shop.wsgi"]
 
