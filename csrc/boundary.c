@@ -28,7 +28,11 @@
  *
  * A "receiver" boundary is a method of an external object (handles.c): the
  * record carries the object's handle, and replay checks that the call is
- * made on the object the recording made it on.
+ * made on the object the recording made it on. A receiver seen for the first
+ * time gets its handle when the call's record is written (recording) or
+ * read (replay), not when the call starts: handles then follow the order of
+ * the records even when another thread's records come between the start
+ * and the end of the call.
  *
  * Replay runs one thread at a time, in the recorded order of events (demux.c).
  * "Ordered" boundaries (lock release, queue put) record only their place in
@@ -68,7 +72,7 @@ typedef struct {
     Boundary *call;            /* NULL: none */
     PyObject *const *args;     /* its positional and keyword arguments (borrowed) */
     Py_ssize_t nargs;
-    uint64_t receiver;         /* its receiver's handle, or 0 */
+    PyObject *receiver;        /* its receiver, an external object (borrowed), or NULL */
     rt_refs refs;              /* set up at its first callback */
 } rt_frame;
 
@@ -292,11 +296,15 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
     PyObject *exc = result ? NULL : take_exception();
     rt_buf *b = &t->scratch;
     rt_buf_clear(b);
-    int rc = 0;
+    int rc = 0, is_new;
     int outcome = (result ? OUTCOME_RETURN : OUTCOME_RAISE) | (self->receiver ? OUTCOME_RECEIVER : 0);
-    if (rt_buf_put_u8(b, 'C') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
+    uint64_t receiver = 0;
+    if (self->receiver && t->frame.receiver &&
+        rt_handle_get(t->frame.receiver, &receiver, &is_new) < 0)
+        rc = -1;
+    else if (rt_buf_put_u8(b, 'C') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
         rt_buf_put_varint(b, self->fid) < 0 || rt_buf_put_u8(b, (uint8_t)outcome) < 0 ||
-        (self->receiver && rt_buf_put_varint(b, t->frame.receiver) < 0)) {
+        (self->receiver && rt_buf_put_varint(b, receiver) < 0)) {
         PyErr_NoMemory();
         rc = -1;
     }
@@ -351,16 +359,13 @@ record_output(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf
     return res;
 }
 
-/* The handle of a method's receiver (args[0]), or 0 if it is no external
- * object; a new one on first sight, in recording and replay alike. */
-static int
-receiver_handle(Boundary *self, PyObject *const *args, size_t nargsf, uint64_t *handle)
+/* A method's receiver (args[0]) if it is an external object, else NULL. */
+static PyObject *
+receiver_of(Boundary *self, PyObject *const *args, size_t nargsf)
 {
-    int is_new;
-    *handle = 0;
     if (!self->receiver || PyVectorcall_NARGS(nargsf) < 1 || !rt_handle_is_external(args[0]))
-        return 0;
-    return rt_handle_get(args[0], handle, &is_new);
+        return NULL;
+    return args[0];
 }
 
 static PyObject *record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args,
@@ -378,14 +383,8 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return record_output(self, t, args, nargsf);
     rt_frame outer = t->frame;
     t->frame = (rt_frame){self, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0),
-                          0, {0}};
-    PyObject *res;
-    if (receiver_handle(self, args, nargsf, &t->frame.receiver) < 0) {
-        abandon_recording();
-        res = call_through(self, args, nargsf, kwnames);
-    }
-    else
-        res = record_call_framed(self, t, args, nargsf, kwnames);
+                          receiver_of(self, args, nargsf), {0}};
+    PyObject *res = record_call_framed(self, t, args, nargsf, kwnames);
     rt_refs_free(&t->frame.refs);
     t->frame = outer;
     return res;
@@ -913,9 +912,6 @@ static PyObject *
 replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
                 PyObject *kwnames, PyObject *handler_exc)
 {
-    uint64_t receiver;
-    if (receiver_handle(self, args, nargsf, &receiver) < 0)
-        return NULL;
     rt_refs refs = {0};
     int st = take_turn(t, self->name);
     while (st == 1 && g_pending[0] == 'K') {
@@ -924,8 +920,15 @@ replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t narg
         else
             st = take_turn(t, self->name);
     }
+    /* a receiver seen for the first time gets its handle here, where the
+     * recording gave it (record_outcome) */
+    PyObject *receiver = receiver_of(self, args, nargsf);
+    uint64_t handle = 0;
+    int is_new;
+    if (st == 1 && receiver && rt_handle_get(receiver, &handle, &is_new) < 0)
+        st = -1;
     uint8_t outcome = 0;
-    PyObject *value = st == 1 ? replay_outcome(self, t, receiver, &refs, &outcome) : NULL;
+    PyObject *value = st == 1 ? replay_outcome(self, t, handle, &refs, &outcome) : NULL;
     rt_refs_free(&refs);
     if (st == 0)
         return diverge_at_pending("the recording ends before this call", self->name, t->tid);

@@ -95,3 +95,26 @@ def test_another_query_is_a_divergence(world, pg_cluster):
     assert "the program runs another statement than the recorded run" in err
     assert "where price < %s order by name" in err
     assert rec.out.startswith(replayed.out)
+
+
+def test_extras_cursors_and_factories_replay(world, pg_cluster):
+    """psycopg2.extras' cursors, and the program's own connection, cursor and
+    row factories: rows keep their types, factories their __init__ state."""
+    out = record_then_replay(world, pg_cluster, "db_pg_extras")
+    for line in [
+        "connection class: type <class '__main__.AuditedConnection'>", "label: str 'audited'",
+        "DictCursor fetchone: DictRow [1, 'apple', 3]", "  row['name']: str 'apple'",
+        "  row.keys(): list ['id', 'name', 'qty']",
+        "DictCursor iteration: list [{'name': 'apple', 'qty': 3}, {'name': 'plum', 'qty': 7}]",
+        "RealDictCursor fetchone: RealDictRow RealDictRow([('id', 1), ('name', 'apple')])",
+        "RealDictCursor iteration: list [3, 0, 7]", "  row.name: str 'apple'",
+        "NamedTupleCursor rest: list [(2, 'pear'), (3, 'plum')]",
+        "named RealDictCursor: list ['apple', 'pear', 'plum']", "AuditedCursor runs: int 1",
+        "Pair row: Pair [1, 3]", "  width: int 2",
+        "statements on the connection: list ['select count(*) from fruit', "
+        "'select id, qty from fruit order by id']",
+        "connection cursor_factory: str 'plum'",
+        "  cursor class: type <class 'psycopg2.extras.DictCursor'>",
+        "RealDictConnection row: RealDictRow RealDictRow([('id', 1), ('name', 'apple')])",
+        "connection() made directly: tuple (42,)", "done"]:
+        assert line in out, line

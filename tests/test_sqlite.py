@@ -110,3 +110,19 @@ def test_a_call_on_another_connection_is_a_divergence(world, tmp_path):
     replayed = world.replay(rec.trace)
     assert replayed.code == 3, replayed.describe()
     assert "the call is made on another object than in the recording" in replayed.err.decode()
+
+
+def test_factories_replay_with_their_state(world):
+    """connect(factory=...) and cursor(factory=...) classes of the program's
+    own keep their __init__ state in replay; a Connection made directly
+    opens no file in replay."""
+    out = lines(record_then_replay(world, "db_sqlite_factories"))
+    for line in ["connection class: type <class '__main__.AuditedConnection'>",
+                 "label: str 'audited'", "cursor class: type <class '__main__.AuditedCursor'>",
+                 "cursor.connection is conn: bool True", "runs: int 2",
+                 "statements: list ['select name from fruit order by id', "
+                 "'select count(*) from fruit where name like ?']",
+                 "Row by name: str 'pear'", "made directly: tuple ('apple',)",
+                 "connection error: OperationalError OperationalError('unable to open database "
+                 "file')", "done"]:
+        assert line in out, line

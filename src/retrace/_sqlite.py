@@ -16,6 +16,12 @@ event.  `rowcount` is an event (fetching the rows of an INSERT ... RETURNING
 changes it).  A new cursor of a replayed connection gets the connection and
 its row factory.
 
+Factories.  A `factory` given to connect() or cursor() is the program's
+class: the driver is given it as a callback (_drivers.constructor), so that
+replay makes the connection or cursor with the program's own __init__.  The
+C Connection.__init__ it calls is an event, replayed by opening the private
+in-memory database.
+
 Replay checks that each statement is the recorded one: a program that runs
 another query stops with a divergence.
 """
@@ -35,15 +41,20 @@ def prepare(module):
     for name in ("description", "lastrowid", "connection", "row_factory"):
         _members[name] = module.Cursor.__dict__[name]
     _members["connection_row_factory"] = module.Connection.__dict__["row_factory"]
+    _members["connection_init"] = module.Connection.__dict__["__init__"]
 
 
 def finish(module):
     pass
 
 
+def _open_private(conn):
+    _members["connection_init"](conn, ":memory:", check_same_thread=False)
+
+
 def _standin_connection(cls):
     conn = cls.__new__(cls)
-    _sqlite3.Connection.__init__(conn, ":memory:", check_same_thread=False)
+    _open_private(conn)
     return conn
 
 
@@ -57,6 +68,11 @@ def _standin_cursor(cls):
 
 
 STANDINS = {"Connection": _standin_connection, "Cursor": _standin_cursor}
+
+# Connection.__init__ is an event (a factory subclass's __init__ calls it):
+# replay opens the private in-memory database instead of the program's.
+REPLAY = {"_sqlite3.Connection.__init__": lambda recorded, conn, *args, **kwargs:
+          _open_private(conn)}
 
 
 def execute(cls, name, qualname, orig):
