@@ -63,6 +63,8 @@ typedef struct {
     int output;          /* func(fd, data) writes output: see record_output */
     int outcome_only;    /* record whether it returned or raised, not the value */
     int receiver;        /* a method of an external object: its handle is checked */
+    int statement;       /* runs a statement: text and parameters checked (handles.c) */
+    PyObject *members;   /* with statement: members of the result recorded with it, or NULL */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -403,13 +405,22 @@ record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args, size_t n
         return res;
     }
     PyObject *res = call_func(self, args, nargsf, kwnames);
-    PyObject *recorded = res && self->outcome_only ? Py_None : res;
+    PyObject *recorded = res && self->outcome_only ? Py_None : res, *statement = NULL;
     if (res && self->split) {
         if (check_split(self, res) < 0) {
             t->disabled--;
             return NULL;
         }
         recorded = PyTuple_GET_ITEM(res, 0);
+    }
+    if (res && self->statement) {
+        statement = rt_statement_record(res, args, nargsf, kwnames, self->members, &t->scratch);
+        if (!statement) {
+            abandon_recording();
+            t->disabled--;
+            return res;
+        }
+        recorded = statement;
     }
     if (record_outcome(self, t, recorded) < 0) {
         /* record_outcome failed while a real exception may be pending too */
@@ -422,6 +433,7 @@ record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args, size_t n
         }
     }
     t->disabled--;
+    Py_XDECREF(statement);
     if (res && self->split)
         Py_SETREF(res, Py_NewRef(PyTuple_GET_ITEM(res, 1)));
     return res;
@@ -968,6 +980,14 @@ replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t narg
         Py_DECREF(value);
         return NULL;
     }
+    if (self->statement) {
+        PyObject *recorded = value;
+        int rc = rt_statement_replay(self->name, recorded, args, nargsf, kwnames, self->members,
+                                     &t->scratch, &value);
+        Py_DECREF(recorded);
+        if (rc < 0)
+            return NULL;
+    }
     PyObject *res;
     if (self->replay) {
         /* replay(recorded, *args, **kwargs): internal work, so the boundary is off */
@@ -1032,13 +1052,23 @@ static PyObject *
 boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output",
-                             "outcome_only", "receiver", NULL};
-    PyObject *name, *func, *replay = Py_None;
-    int split = 0, ordered = 0, output = 0, outcome_only = 0, receiver = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Oppppp:Boundary", kwlist, &name, &func,
+                             "outcome_only", "receiver", "statement", "members", NULL};
+    PyObject *name, *func, *replay = Py_None, *members = Py_None;
+    int split = 0, ordered = 0, output = 0, outcome_only = 0, receiver = 0, statement = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$OppppppO:Boundary", kwlist, &name, &func,
                                      &replay, &split, &ordered, &output, &outcome_only,
-                                     &receiver))
+                                     &receiver, &statement, &members))
         return NULL;
+    if (statement && (!receiver || split || outcome_only)) {
+        PyErr_SetString(PyExc_TypeError, "a statement boundary is a receiver one, "
+                        "neither split nor outcome_only");
+        return NULL;
+    }
+    if (members != Py_None && (!statement || !rt_statement_members_check(members))) {
+        PyErr_SetString(PyExc_TypeError, "members: a tuple of object member descriptors, "
+                        "of a statement boundary");
+        return NULL;
+    }
     if (receiver && (ordered || output)) {
         PyErr_SetString(PyExc_TypeError, "a receiver boundary is neither ordered nor output");
         return NULL;
@@ -1070,6 +1100,8 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->output = output;
     self->outcome_only = outcome_only;
     self->receiver = receiver;
+    self->statement = statement;
+    self->members = members == Py_None ? NULL : Py_NewRef(members);
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -1085,6 +1117,7 @@ boundary_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->name);
     Py_VISIT(self->func);
     Py_VISIT(self->replay);
+    Py_VISIT(self->members);
     return 0;
 }
 
@@ -1096,6 +1129,7 @@ boundary_dealloc(PyObject *op)
     Py_CLEAR(self->name);
     Py_CLEAR(self->func);
     Py_CLEAR(self->replay);
+    Py_CLEAR(self->members);
     Py_TYPE(op)->tp_free(op);
 }
 
@@ -1153,7 +1187,12 @@ static PyTypeObject BoundaryType = {
               "output marks func(fd, data) that writes output: its CRC-32 is checked.\n"
               "outcome_only records whether the call returned or raised, not its value\n"
               "(replay makes the value). receiver marks a method of an external object:\n"
-              "replay checks it is called on the object the recording called it on.",
+              "replay checks it is called on the object the recording called it on.\n"
+              "statement (with receiver) marks a method running the statement given as\n"
+              "its first argument with the parameters given second: the record holds\n"
+              "(result, statement, CRC-32 of the parameters, the values of `members`,\n"
+              "member descriptors of the result); replay checks the statement and the\n"
+              "parameters, stores the members and passes on the result.",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -1452,6 +1491,20 @@ leave_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
+PyObject *
+rt_boundary_diverge(const char *reason, PyObject *expected, PyObject *actual)
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    PyObject *tid = PyLong_FromUnsignedLongLong(t->tid);
+    if (!tid)
+        return NULL;
+    diverge(reason, expected, tid, actual, t->tid);
+    Py_DECREF(tid);
+    return NULL;
+}
+
 /* divergence(reason, expected, actual): stop the replay from Python code that
  * found the replay disagreeing with the recording (e.g. a lock the recording
  * acquired is held in replay). Always raises. */
@@ -1462,15 +1515,7 @@ divergence(PyObject *Py_UNUSED(m), PyObject *args)
     PyObject *expected, *actual;
     if (!PyArg_ParseTuple(args, "sUU", &reason, &expected, &actual))
         return NULL;
-    rt_thread *t = thread_state();
-    if (!t)
-        return PyErr_NoMemory();
-    PyObject *tid = PyLong_FromUnsignedLongLong(t->tid);
-    if (!tid)
-        return NULL;
-    diverge(reason, expected, tid, actual, t->tid);
-    Py_DECREF(tid);
-    return NULL;
+    return rt_boundary_diverge(reason, expected, actual);
 }
 
 /* write_all(fd, data) -> len(data): write everything, retrying short writes

@@ -118,3 +118,20 @@ def test_extras_cursors_and_factories_replay(world, pg_cluster):
         "RealDictConnection row: RealDictRow RealDictRow([('id', 1), ('name', 'apple')])",
         "connection() made directly: tuple (42,)", "done"]:
         assert line in out, line
+
+
+def test_other_parameters_are_a_divergence(world, pg_cluster):
+    rec = pg_case(world, "db_pg_basic", pg_cluster).record()
+    assert rec.code == 0, rec.describe()
+    pg_cluster.stop()
+    program = world.programs / "db_pg_basic.py"
+    source = program.read_text()
+    edited = source.replace('(decimal.Decimal("0.3"),)', '(decimal.Decimal("0.4"),)')
+    assert edited != source
+    program.write_text(edited)
+    replayed = world.replay(rec.trace)
+    assert replayed.code == 3, replayed.describe()
+    err = replayed.err.decode()
+    assert "the program passes other parameters to the statement than the recorded run" in err
+    assert "where price > %s order by name" in err and "Decimal('0.4')" in err
+    assert rec.out.startswith(replayed.out)

@@ -126,3 +126,23 @@ def test_factories_replay_with_their_state(world):
                  "connection error: OperationalError OperationalError('unable to open database "
                  "file')", "done"]:
         assert line in out, line
+
+
+def test_other_parameters_are_a_divergence(world):
+    """The same statement with other parameters stops the replay (the trace
+    holds a CRC-32 of the parameters, not their values)."""
+    case, db = sqlite_case(world, "db_sqlite_basic")
+    rec = case.record()
+    assert rec.code == 0, rec.describe()
+    shutil.rmtree(db.parent)
+    program = world.programs / "db_sqlite_basic.py"
+    source = program.read_text()
+    edited = source.replace('("apple", 1.25, 3, ', '("apple", 1.5, 3, ')
+    assert edited != source
+    program.write_text(edited)
+    replayed = world.replay(rec.trace)
+    assert replayed.code == 3, replayed.describe()
+    err = replayed.err.decode()
+    assert "the program passes other parameters to the statement than the recorded run" in err
+    assert "('apple', 1.5, 3, b'\\x00\\xffbytes')" in err
+    assert rec.out.startswith(replayed.out)

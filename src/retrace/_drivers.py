@@ -16,6 +16,7 @@ is still an `sqlite3.Connection` or a `psycopg2.extensions.connection`.
   happens in both runs, in the program's order, so callbacks get the same
   numbers; in replay no driver holds them, so they are kept here.
 """
+import collections.abc
 import importlib
 
 from . import _engine, _onimport, _tables
@@ -62,19 +63,6 @@ def constructor(cls):
     if wrapped is None:
         wrapped = _constructors[cls] = _callback(cls)
     return wrapped
-
-
-def statement(args, kwargs):
-    """The SQL text of a call, which replay checks."""
-    sql = args[0] if args else next((kwargs[k] for k in ("sql", "sql_script", "query", "procname")
-                                     if k in kwargs), None)
-    return sql if isinstance(sql, (str, bytes)) else None
-
-
-def check_statement(qualname, recorded, sql):
-    if sql != recorded:
-        _engine.divergence("the program runs another statement than the recorded run",
-                           f"{qualname}({recorded!r})", f"{qualname}({sql!r})")
 
 
 def unwrap(func):
@@ -171,12 +159,19 @@ def _attribute(cls, name, qualname, getter, setter):
     _engine.patch_type(cls, name, property(fget, fset))
 
 
+def sequence(items):
+    """The parameter sets of an executemany as a list: an iterator is
+    consumed here, by the program in both runs, not by the driver out of
+    sight (replay runs no driver), and its parameters can be checked."""
+    return list(items) if isinstance(items, collections.abc.Iterator) else items
+
+
 def _argument_wraps(spec, support):
-    """method name -> the function wrapping its callable arguments"""
+    """method name -> the function wrapping its callable (or iterable) arguments"""
     wraps = {}
     for table, wrap in (("callbacks", callback), ("aggregates", aggregate),
                         ("files", getattr(support, "file_callbacks", None)),
-                        ("constructors", constructor)):
+                        ("constructors", constructor), ("sequences", sequence)):
         for name, spots in spec.get(table, {}).items():
             wraps[name] = _wrapping(spots, wrap)
     return wraps

@@ -26,12 +26,11 @@ C __init__ they call is an event, which replay does not run.  Rows of a
 cursor with a row_factory are made outside the fetch events (rows).
 
 Replay checks that each statement (execute, executemany, callproc, mogrify)
-is the recorded one.
+and its parameters are the recorded ones.
 """
 import io
 
 from . import _drivers, _engine
-from ._drivers import check_statement, statement
 
 PLAIN_FACTORIES = ()
 
@@ -182,24 +181,9 @@ def _make_row(cursor, factory, values):
 
 
 def execute(cls, name, qualname, orig):
-    """A statement: recorded with its text, which replay checks."""
-    many = name == "executemany"
-
-    def record(obj, *args, **kwargs):
-        if many and len(args) > 1:
-            # consumed here, in both runs, not by the driver out of sight
-            args = (args[0], list(args[1]), *args[2:])
-        result = orig(obj, *args, **kwargs)
-        return (result, statement(args, kwargs)), result
-
-    def replay(recorded, obj, *args, **kwargs):
-        if many and len(args) > 1:
-            list(args[1])
-        result, sql = recorded
-        check_statement(qualname, sql, statement(args, kwargs))
-        return result
-
-    return _engine.BoundaryMethod(qualname, record, replay=replay, split=True, receiver=True)
+    """A statement: recorded with its text and the CRC-32 of its parameters,
+    which replay checks."""
+    return _engine.BoundaryMethod(qualname, orig, receiver=True, statement=True)
 
 
 class _TextFile(io.TextIOBase):

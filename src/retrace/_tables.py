@@ -116,8 +116,8 @@ CONSTANTS = {
 #                 __init__ of the C type: whether it succeeded (a factory
 #                 subclass's __init__ calls it; replay does not connect)
 #     execute     events that run a statement (or make a cursor): replay
-#                 checks the statement is the recorded one (the support
-#                 module may keep more of the cursor's state)
+#                 checks the statement and its parameters are the recorded
+#                 ones (the support module may keep more of the cursor's state)
 #     rows        events that return rows the support module builds itself
 #                 (psycopg2 fills a row factory's row after it returned)
 #     getters     attributes read from the server or the library: events
@@ -129,6 +129,8 @@ CONSTANTS = {
 #     files       the same for file objects the driver reads or writes (COPY)
 #     constructors  the same for classes the driver instantiates (cursor
 #                 factories), as the module's constructors above
+#     sequences   the same for iterables of parameter sets (executemany): an
+#                 iterator becomes a list, consumed by the program in both runs
 #     factories   attributes holding a callable the driver calls back (row
 #                 factories): wrapped on assignment, unwrapped on reading
 #     constructor_attributes  the same for a class the driver instantiates
@@ -145,6 +147,7 @@ DRIVERS = {
                            "load_extension", "__exit__"],
                 "execute": ["cursor", "execute", "executemany", "executescript"],
                 "constructors": {"cursor": (0, "factory")},
+                "sequences": {"executemany": (1,)},
                 "getters": ["in_transaction", "total_changes", "isolation_level", "autocommit"],
                 "setters": ["isolation_level", "autocommit"],
                 "callbacks": {"create_function": (2, "func"), "create_collation": (1,),
@@ -158,6 +161,7 @@ DRIVERS = {
             "Cursor": {
                 "events": ["fetchone", "fetchmany", "fetchall", "__next__", "close"],
                 "execute": ["execute", "executemany", "executescript"],
+                "sequences": {"executemany": (1,)},
                 "getters": ["rowcount"],
                 "factories": ["row_factory"],
             },
@@ -191,6 +195,7 @@ DRIVERS["psycopg2._psycopg"] = {
                        "__exit__"],
             "rows": ["fetchone", "fetchmany", "fetchall", "__next__"],
             "execute": ["execute", "executemany", "callproc", "mogrify"],
+            "sequences": {"executemany": (1, "vars_list")},
             "files": {"copy_expert": (1, "file"), "copy_from": (0, "file"),
                       "copy_to": (0, "file")},
             "getters": ["rowcount", "rownumber", "lastrowid", "statusmessage", "query", "closed",
