@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import Case, assert_same_run, run, retrace_cmd
+from conftest import Case, assert_same_run, replay_edited, run, retrace_cmd
 
 
 def sqlite_case(world, name):
@@ -76,22 +76,29 @@ def test_threads_with_their_own_connections(world):
     assert "summary: [(0, 5, 10), (1, 5, 10), (2, 5, 10)]" in lines(rec)
 
 
-def test_another_query_in_replay_is_a_divergence(world):
+OTHER_STATEMENT = "the program runs another statement than the recorded run"
+OTHER_PARAMETERS = "the program passes other parameters to the statement than the recorded run"
+
+
+@pytest.mark.parametrize("old, new, reason, shown", [
+    ("where qty > ? order by name", "where qty >= ? order by name", OTHER_STATEMENT,
+     ["where qty > ? order by name", "where qty >= ? order by name"]),
+    # the trace holds a CRC-32 of the parameters: the replay's ones are shown
+    ('("apple", 1.25, 3, ', '("apple", 1.5, 3, ', OTHER_PARAMETERS,
+     ["('apple', 1.5, 3, b'\\x00\\xffbytes')"]),
+    ('for i in range(5)))', 'for i in range(4)))', OTHER_PARAMETERS, ["[('item0', 0.0, 0, 'even')"]),
+])
+def test_another_statement_in_replay_is_a_divergence(world, old, new, reason, shown):
     case, db = sqlite_case(world, "db_sqlite_basic")
     rec = case.record()
     assert rec.code == 0, rec.describe()
     shutil.rmtree(db.parent)
-    program = world.programs / "db_sqlite_basic.py"
-    source = program.read_text()
-    edited = source.replace("where qty > ? order by name", "where qty >= ? order by name")
-    assert edited != source
-    program.write_text(edited)
-    replayed = world.replay(rec.trace)
-    assert replayed.code == 3, replayed.describe()
+    replayed = replay_edited(world, rec.trace, "db_sqlite_basic", old, new)
     err = replayed.err.decode()
-    assert "the program runs another statement than the recorded run" in err
-    assert "where qty > ? order by name" in err and "where qty >= ? order by name" in err
-    assert str(program) in err   # named as changed since the recording
+    assert reason in err
+    for text in shown:
+        assert text in err, text
+    assert str(world.programs / "db_sqlite_basic.py") in err   # named as changed
     assert rec.out.startswith(replayed.out)
 
 
@@ -127,22 +134,3 @@ def test_factories_replay_with_their_state(world):
                  "file')", "done"]:
         assert line in out, line
 
-
-def test_other_parameters_are_a_divergence(world):
-    """The same statement with other parameters stops the replay (the trace
-    holds a CRC-32 of the parameters, not their values)."""
-    case, db = sqlite_case(world, "db_sqlite_basic")
-    rec = case.record()
-    assert rec.code == 0, rec.describe()
-    shutil.rmtree(db.parent)
-    program = world.programs / "db_sqlite_basic.py"
-    source = program.read_text()
-    edited = source.replace('("apple", 1.25, 3, ', '("apple", 1.5, 3, ')
-    assert edited != source
-    program.write_text(edited)
-    replayed = world.replay(rec.trace)
-    assert replayed.code == 3, replayed.describe()
-    err = replayed.err.decode()
-    assert "the program passes other parameters to the statement than the recorded run" in err
-    assert "('apple', 1.5, 3, b'\\x00\\xffbytes')" in err
-    assert rec.out.startswith(replayed.out)
