@@ -17,6 +17,8 @@ functions, which iterate in an order that follows memory addresses; Retrace's
 shim (src/retrace/_shims.py) makes them run in registration order in both
 runs, or the replay would diverge where the first check imports modules.
 """
+import re
+
 from conftest import PY, REPO, run
 from web_servers import (free_port, gunicorn, record_under_load, replay_everywhere,
                          replay_forked_server, traceback_of)
@@ -63,7 +65,9 @@ def gunicorn_cmd():
 
 def test_runserver_on_sqlite(world, installed_hook):
     rec = record_shop(world, RUNSERVER, database_env(world), "INT")
-    assert b"Starting development server at http://127.0.0.1:" in rec.out, rec.describe()
+    # Django 6 says "Starting WSGI development server at"
+    assert re.search(rb"Starting (WSGI )?development server at http://127\.0\.0\.1:", rec.out), \
+        rec.describe()
     (world.root / "shop.sqlite3").unlink()
     replay_everywhere(world, rec)
 

@@ -109,7 +109,7 @@ def test_extras_cursors_and_factories_replay(world, pg_cluster):
         "DictCursor fetchone: DictRow [1, 'apple', 3]", "  row['name']: str 'apple'",
         "  row.keys(): list ['id', 'name', 'qty']",
         "DictCursor iteration: list [{'name': 'apple', 'qty': 3}, {'name': 'plum', 'qty': 7}]",
-        "RealDictCursor fetchone: RealDictRow RealDictRow([('id', 1), ('name', 'apple')])",
+        "RealDictCursor fetchone: tuple ('RealDictRow', {'id': 1, 'name': 'apple'})",
         "RealDictCursor iteration: list [3, 0, 7]", "  row.name: str 'apple'",
         "NamedTupleCursor rest: list [(2, 'pear'), (3, 'plum')]",
         "named RealDictCursor: list ['apple', 'pear', 'plum']", "AuditedCursor runs: int 1",
@@ -118,7 +118,7 @@ def test_extras_cursors_and_factories_replay(world, pg_cluster):
         "'select id, qty from fruit order by id']",
         "connection cursor_factory: str 'plum'",
         "  cursor class: type <class 'psycopg2.extras.DictCursor'>",
-        "RealDictConnection row: RealDictRow RealDictRow([('id', 1), ('name', 'apple')])",
+        "RealDictConnection row: tuple ('RealDictRow', {'id': 1, 'name': 'apple'})",
         "connection() made directly: tuple (42,)", "done"]:
         assert line in out, line
 

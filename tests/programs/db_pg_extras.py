@@ -12,6 +12,11 @@ def show(label, value):
     print(f"{label}: {type(value).__name__} {value!r}")
 
 
+def real_dict(row):
+    """A RealDictRow (an OrderedDict, whose repr differs across versions)."""
+    return (type(row).__name__, dict(row))
+
+
 class AuditedConnection(ext.connection):
     """A connection factory with Python state of its own."""
 
@@ -67,8 +72,8 @@ with conn.cursor(cursor_factory=extras.DictCursor) as cur:
 
 with conn.cursor(cursor_factory=extras.RealDictCursor) as cur:
     cur.execute("select id, name from fruit order by id")
-    show("RealDictCursor fetchone", cur.fetchone())
-    show("RealDictCursor fetchmany", cur.fetchmany(2))
+    show("RealDictCursor fetchone", real_dict(cur.fetchone()))
+    show("RealDictCursor fetchmany", [real_dict(r) for r in cur.fetchmany(2)])
     cur.execute("select qty from fruit order by id")
     show("RealDictCursor iteration", [r["qty"] for r in cur])
 
@@ -107,7 +112,7 @@ conn.close()
 dict_conn = psycopg2.connect(sys.argv[1], connection_factory=extras.RealDictConnection)
 with dict_conn.cursor() as cur:
     cur.execute("select id, name from fruit where id = 1")
-    show("RealDictConnection row", cur.fetchone())
+    show("RealDictConnection row", real_dict(cur.fetchone()))
 dict_conn.close()
 
 direct = ext.connection(sys.argv[1])
