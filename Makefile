@@ -31,7 +31,7 @@ $(addprefix test-,$(VERSIONS)): test-%: .venv-%/done
 test: $(addprefix test-,$(VERSIONS)) test-asan
 
 # A separate, non-editable install so the sanitizer build never shadows the normal one.
-.venv-asan/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
+.venv-asan/done: Makefile pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	$(call python_for,3.11) -m venv .venv-asan
 	.venv-asan/bin/pip install -q --upgrade pip setuptools wheel pytest psycopg2-binary
 	RETRACE_CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
