@@ -134,3 +134,19 @@ def test_factories_replay_with_their_state(world):
                  "file')", "done"]:
         assert line in out, line
 
+
+
+def test_factory_in_a_forked_child_replays(world):
+    """A factory class given to the driver before a fork is given again, with
+    a number of the child's own trace, in the child."""
+    from web_servers import wait_for_children
+    case, db = sqlite_case(world, "db_sqlite_fork")
+    rec = case.record()
+    assert rec.code == 0, rec.describe()
+    assert b"child: tagged in child (2,)" in rec.out, rec.describe()
+    shutil.rmtree(db.parent)
+    (child,) = wait_for_children(rec.trace, 1).values()
+    replayed = world.replay(child)
+    assert replayed.code == 0, replayed.describe()
+    assert replayed.out == b"parent: tagged in parent (1,)\nchild: tagged in child (2,)\n", \
+        replayed.describe()

@@ -60,7 +60,7 @@ def constructor(cls):
     if cls is None or isinstance(cls, _engine.Callback) or not callable(cls) or is_c_type(cls):
         return cls
     wrapped = _constructors.get(cls)
-    if wrapped is None:
+    if wrapped is None or not wrapped.number:   # numbered before a fork's own trace began
         wrapped = _constructors[cls] = _callback(cls)
     return wrapped
 
