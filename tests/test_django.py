@@ -27,6 +27,7 @@ PROJECT = REPO / "examples" / "django_demo"
 LOAD = REPO / "examples" / "load.py"
 CRASH = b"TypeError: unsupported operand type(s) for *: 'NoneType' and 'int'"
 
+
 def database_env(world, pg_cluster=None):
     if pg_cluster is not None:
         return {"DATABASE_URL": pg_cluster.url}
