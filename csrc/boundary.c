@@ -102,7 +102,8 @@ static PyObject *g_registry;        /* name -> Boundary, for replay lookups */
 static PyObject *g_divergence;      /* callable building a ReplayDivergence */
 static PyObject *g_signal_event;    /* the Boundary of "a signal handler ran here" */
 static PyObject *g_signal_deliver;  /* replay: runs the recorded handler (_signals.py) */
-static PyObject *g_redact;          /* recording: redact(value) -> value to record, or NULL */
+static PyObject *g_redact;          /* redact(value) -> value to record, or NULL; replay:
+                                     * the recording's, for rt_boundary_redact */
 
 /* Replay: recorded fid -> its recorded name and the Boundary of that name in
  * this replay (borrowed from g_registry; NULL if not intercepted here). */
@@ -338,6 +339,12 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
     if (exc)
         restore_exception(exc);
     return rc;
+}
+
+PyObject *
+rt_boundary_redact(PyObject *v)
+{
+    return g_redact ? PyObject_CallOneArg(g_redact, v) : Py_NewRef(v);
 }
 
 /* The recording cannot continue (out of memory while encoding): cut it here

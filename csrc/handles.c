@@ -562,7 +562,9 @@ rt_statement_replay(PyObject *name, PyObject *recorded, PyObject *const *args, s
     PyObject *rec_digest = PyTuple_GET_ITEM(recorded, 2);
     if (statement_of(args, nargsf, kwnames, tmp, &sql, &digest) < 0)
         return -1;
-    int same_sql = PyObject_RichCompareBool(rec_sql, sql, Py_EQ);
+    PyObject *masked = rt_boundary_redact(sql);   /* as the recording masked its text */
+    int same_sql = masked ? PyObject_RichCompareBool(rec_sql, masked, Py_EQ) : -1;
+    Py_XDECREF(masked);
     int same_params = same_sql == 1 ? PyObject_RichCompareBool(rec_digest, digest, Py_EQ) : 0;
     Py_DECREF(digest);
     if (same_sql < 0 || same_params < 0)

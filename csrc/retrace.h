@@ -214,6 +214,8 @@ int rt_boundary_init(PyObject *module);
 /* The thread's boundary goes off (+1) or back on (-1) around Retrace's work. */
 void rt_boundary_suspend(int delta);
 
+/* v as the recording's redaction patterns mask it (a new reference). */
+PyObject *rt_boundary_redact(PyObject *v);
 /* Stop the replay here, from the calling thread (always returns NULL). */
 PyObject *rt_boundary_diverge(const char *reason, PyObject *expected, PyObject *actual);
 

@@ -150,3 +150,17 @@ def test_factory_in_a_forked_child_replays(world):
     assert replayed.code == 0, replayed.describe()
     assert replayed.out == b"parent: tagged in parent (1,)\nchild: tagged in child (2,)\n", \
         replayed.describe()
+
+
+def test_statements_replay_under_payload_redaction(world):
+    """RETRACE_REDACT masks what it matches in the recorded statement text
+    too; replay checks its statements as masked alike."""
+    case, db = sqlite_case(world, "db_sqlite_basic")
+    rec = case.record(RETRACE_REDACT="order by name")
+    assert rec.code == 0, rec.describe()
+    shutil.rmtree(db.parent)
+    assert_same_run(rec, world.replay(rec.trace))
+    # a statement that differs elsewhere still diverges
+    replayed = replay_edited(world, rec.trace, "db_sqlite_basic", "where qty > ? order by name",
+                             "where qty >= ? order by name")
+    assert OTHER_STATEMENT in replayed.err.decode()
