@@ -16,7 +16,7 @@
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
 ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py tests/test_bad_input.py \
-             tests/test_sqlite.py tests/test_debugger.py
+             tests/test_sqlite.py tests/test_debugger.py tests/test_psycopg2.py
 
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
@@ -43,9 +43,9 @@ $(addprefix test-,$(VERSIONS)): test-%: .venv-%/done
 test: $(addprefix test-,$(VERSIONS)) test-asan
 
 # A separate, non-editable install so the sanitizer build never shadows the normal one.
-.venv-asan/done: pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
+.venv-asan/done: Makefile pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	$(call python_for,3.11) -m venv .venv-asan
-	.venv-asan/bin/pip install -q --upgrade pip setuptools wheel pytest requests
+	.venv-asan/bin/pip install -q --upgrade pip setuptools wheel pytest requests psycopg2-binary
 	RETRACE_CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	RETRACE_LDFLAGS="-fsanitize=address,undefined" \
 	.venv-asan/bin/pip install -q --no-build-isolation --no-cache-dir .

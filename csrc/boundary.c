@@ -29,7 +29,11 @@
  *
  * A "receiver" boundary is a method of an external object (handles.c): the
  * record carries the object's handle, and replay checks that the call is
- * made on the object the recording made it on.
+ * made on the object the recording made it on. A receiver seen for the first
+ * time gets its handle when the call's record is written (recording) or
+ * read (replay), not when the call starts: handles then follow the order of
+ * the records even when another thread's records come between the start
+ * and the end of the call.
  *
  * Replay runs one thread at a time, in the recorded order of events (demux.c).
  * "Ordered" boundaries (lock release, queue put) record only their place in
@@ -60,6 +64,8 @@ typedef struct {
     int output;          /* func(fd, data) writes output: see record_output */
     int outcome_only;    /* record whether it returned or raised, not the value */
     int receiver;        /* a method of an external object: its handle is checked */
+    int statement;       /* runs a statement: text and parameters checked (handles.c) */
+    PyObject *members;   /* with statement: members of the result recorded with it, or NULL */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -69,7 +75,7 @@ typedef struct {
     Boundary *call;            /* NULL: none */
     PyObject *const *args;     /* its positional and keyword arguments (borrowed) */
     Py_ssize_t nargs;
-    uint64_t receiver;         /* its receiver's handle, or 0 */
+    PyObject *receiver;        /* its receiver, an external object (borrowed), or NULL */
     rt_refs refs;              /* set up at its first callback */
 } rt_frame;
 
@@ -96,7 +102,8 @@ static PyObject *g_registry;        /* name -> Boundary, for replay lookups */
 static PyObject *g_divergence;      /* callable building a ReplayDivergence */
 static PyObject *g_signal_event;    /* the Boundary of "a signal handler ran here" */
 static PyObject *g_signal_deliver;  /* replay: runs the recorded handler (_signals.py) */
-static PyObject *g_redact;          /* recording: redact(value) -> value to record, or NULL */
+static PyObject *g_redact;          /* redact(value) -> value to record, or NULL; replay:
+                                     * the recording's, for rt_boundary_redact */
 
 /* Replay: recorded fid -> its recorded name and the Boundary of that name in
  * this replay (borrowed from g_registry; NULL if not intercepted here). */
@@ -310,11 +317,15 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
     }
     rt_buf *b = &t->scratch;
     rt_buf_clear(b);
-    int rc = 0;
+    int rc = 0, is_new;
     int outcome = (result ? OUTCOME_RETURN : OUTCOME_RAISE) | (self->receiver ? OUTCOME_RECEIVER : 0);
-    if (rt_buf_put_u8(b, 'C') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
+    uint64_t receiver = 0;
+    if (self->receiver && t->frame.receiver &&
+        rt_handle_get(t->frame.receiver, &receiver, &is_new) < 0)
+        rc = -1;
+    else if (rt_buf_put_u8(b, 'C') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
         rt_buf_put_varint(b, self->fid) < 0 || rt_buf_put_u8(b, (uint8_t)outcome) < 0 ||
-        (self->receiver && rt_buf_put_varint(b, t->frame.receiver) < 0)) {
+        (self->receiver && rt_buf_put_varint(b, receiver) < 0)) {
         PyErr_NoMemory();
         rc = -1;
     }
@@ -328,6 +339,12 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
     if (exc)
         restore_exception(exc);
     return rc;
+}
+
+PyObject *
+rt_boundary_redact(PyObject *v)
+{
+    return g_redact ? PyObject_CallOneArg(g_redact, v) : Py_NewRef(v);
 }
 
 /* The recording cannot continue (out of memory while encoding): cut it here
@@ -371,16 +388,13 @@ record_output(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf
     return res;
 }
 
-/* The handle of a method's receiver (args[0]), or 0 if it is no external
- * object; a new one on first sight, in recording and replay alike. */
-static int
-receiver_handle(Boundary *self, PyObject *const *args, size_t nargsf, uint64_t *handle)
+/* A method's receiver (args[0]) if it is an external object, else NULL. */
+static PyObject *
+receiver_of(Boundary *self, PyObject *const *args, size_t nargsf)
 {
-    int is_new;
-    *handle = 0;
     if (!self->receiver || PyVectorcall_NARGS(nargsf) < 1 || !rt_handle_is_external(args[0]))
-        return 0;
-    return rt_handle_get(args[0], handle, &is_new);
+        return NULL;
+    return args[0];
 }
 
 static PyObject *record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args,
@@ -398,14 +412,8 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return record_output(self, t, args, nargsf);
     rt_frame outer = t->frame;
     t->frame = (rt_frame){self, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0),
-                          0, {0}};
-    PyObject *res;
-    if (receiver_handle(self, args, nargsf, &t->frame.receiver) < 0) {
-        abandon_recording();
-        res = call_through(self, args, nargsf, kwnames);
-    }
-    else
-        res = record_call_framed(self, t, args, nargsf, kwnames);
+                          receiver_of(self, args, nargsf), {0}};
+    PyObject *res = record_call_framed(self, t, args, nargsf, kwnames);
     rt_refs_free(&t->frame.refs);
     t->frame = outer;
     return res;
@@ -424,13 +432,22 @@ record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args, size_t n
         return res;
     }
     PyObject *res = call_func(self, args, nargsf, kwnames);
-    PyObject *recorded = res && self->outcome_only ? Py_None : res;
+    PyObject *recorded = res && self->outcome_only ? Py_None : res, *statement = NULL;
     if (res && self->split) {
         if (check_split(self, res) < 0) {
             t->disabled--;
             return NULL;
         }
         recorded = PyTuple_GET_ITEM(res, 0);
+    }
+    if (res && self->statement) {
+        statement = rt_statement_record(res, args, nargsf, kwnames, self->members, &t->scratch);
+        if (!statement) {
+            abandon_recording();
+            t->disabled--;
+            return res;
+        }
+        recorded = statement;
     }
     if (record_outcome(self, t, recorded) < 0) {
         /* record_outcome failed while a real exception may be pending too */
@@ -443,6 +460,7 @@ record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args, size_t n
         }
     }
     t->disabled--;
+    Py_XDECREF(statement);
     if (res && self->split)
         Py_SETREF(res, Py_NewRef(PyTuple_GET_ITEM(res, 1)));
     return res;
@@ -941,9 +959,6 @@ static PyObject *
 replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
                 PyObject *kwnames, PyObject *handler_exc)
 {
-    uint64_t receiver;
-    if (receiver_handle(self, args, nargsf, &receiver) < 0)
-        return NULL;
     rt_refs refs = {0};
     int st = take_turn(t, self->name);
     while (st == 1 && g_pending[0] == 'K') {
@@ -952,8 +967,15 @@ replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t narg
         else
             st = take_turn(t, self->name);
     }
+    /* a receiver seen for the first time gets its handle here, where the
+     * recording gave it (record_outcome) */
+    PyObject *receiver = receiver_of(self, args, nargsf);
+    uint64_t handle = 0;
+    int is_new;
+    if (st == 1 && receiver && rt_handle_get(receiver, &handle, &is_new) < 0)
+        st = -1;
     uint8_t outcome = 0;
-    PyObject *value = st == 1 ? replay_outcome(self, t, receiver, &refs, &outcome) : NULL;
+    PyObject *value = st == 1 ? replay_outcome(self, t, handle, &refs, &outcome) : NULL;
     rt_refs_free(&refs);
     if (st == 0)
         return diverge_at_pending("the recording ends before this call", self->name, t->tid);
@@ -992,6 +1014,14 @@ replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t narg
         PyErr_SetObject((PyObject *)Py_TYPE(value), value);
         Py_DECREF(value);
         return NULL;
+    }
+    if (self->statement) {
+        PyObject *recorded = value;
+        int rc = rt_statement_replay(self->name, recorded, args, nargsf, kwnames, self->members,
+                                     &t->scratch, &value);
+        Py_DECREF(recorded);
+        if (rc < 0)
+            return NULL;
     }
     PyObject *res;
     if (self->replay) {
@@ -1065,13 +1095,23 @@ static PyObject *
 boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output",
-                             "outcome_only", "receiver", NULL};
-    PyObject *name, *func, *replay = Py_None;
-    int split = 0, ordered = 0, output = 0, outcome_only = 0, receiver = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$Oppppp:Boundary", kwlist, &name, &func,
+                             "outcome_only", "receiver", "statement", "members", NULL};
+    PyObject *name, *func, *replay = Py_None, *members = Py_None;
+    int split = 0, ordered = 0, output = 0, outcome_only = 0, receiver = 0, statement = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$OppppppO:Boundary", kwlist, &name, &func,
                                      &replay, &split, &ordered, &output, &outcome_only,
-                                     &receiver))
+                                     &receiver, &statement, &members))
         return NULL;
+    if (statement && (!receiver || split || outcome_only)) {
+        PyErr_SetString(PyExc_TypeError, "a statement boundary is a receiver one, "
+                        "neither split nor outcome_only");
+        return NULL;
+    }
+    if (members != Py_None && (!statement || !rt_statement_members_check(members))) {
+        PyErr_SetString(PyExc_TypeError, "members: a tuple of object member descriptors, "
+                        "of a statement boundary");
+        return NULL;
+    }
     if (receiver && (ordered || output)) {
         PyErr_SetString(PyExc_TypeError, "a receiver boundary is neither ordered nor output");
         return NULL;
@@ -1103,6 +1143,8 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->output = output;
     self->outcome_only = outcome_only;
     self->receiver = receiver;
+    self->statement = statement;
+    self->members = members == Py_None ? NULL : Py_NewRef(members);
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -1118,6 +1160,7 @@ boundary_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->name);
     Py_VISIT(self->func);
     Py_VISIT(self->replay);
+    Py_VISIT(self->members);
     return 0;
 }
 
@@ -1129,6 +1172,7 @@ boundary_dealloc(PyObject *op)
     Py_CLEAR(self->name);
     Py_CLEAR(self->func);
     Py_CLEAR(self->replay);
+    Py_CLEAR(self->members);
     Py_TYPE(op)->tp_free(op);
 }
 
@@ -1186,7 +1230,12 @@ static PyTypeObject BoundaryType = {
               "output marks func(fd, data) that writes output: its CRC-32 is checked.\n"
               "outcome_only records whether the call returned or raised, not its value\n"
               "(replay makes the value). receiver marks a method of an external object:\n"
-              "replay checks it is called on the object the recording called it on.",
+              "replay checks it is called on the object the recording called it on.\n"
+              "statement (with receiver) marks a method running the statement given as\n"
+              "its first argument with the parameters given second: the record holds\n"
+              "(result, statement, CRC-32 of the parameters, the values of `members`,\n"
+              "member descriptors of the result); replay checks the statement and the\n"
+              "parameters, stores the members and passes on the result.",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -1494,6 +1543,20 @@ leave_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
+PyObject *
+rt_boundary_diverge(const char *reason, PyObject *expected, PyObject *actual)
+{
+    rt_thread *t = thread_state();
+    if (!t)
+        return PyErr_NoMemory();
+    PyObject *tid = PyLong_FromUnsignedLongLong(t->tid);
+    if (!tid)
+        return NULL;
+    diverge(reason, expected, tid, actual, t->tid);
+    Py_DECREF(tid);
+    return NULL;
+}
+
 /* divergence(reason, expected, actual): stop the replay from Python code that
  * found the replay disagreeing with the recording (e.g. a lock the recording
  * acquired is held in replay). Always raises. */
@@ -1504,15 +1567,7 @@ divergence(PyObject *Py_UNUSED(m), PyObject *args)
     PyObject *expected, *actual;
     if (!PyArg_ParseTuple(args, "sUU", &reason, &expected, &actual))
         return NULL;
-    rt_thread *t = thread_state();
-    if (!t)
-        return PyErr_NoMemory();
-    PyObject *tid = PyLong_FromUnsignedLongLong(t->tid);
-    if (!tid)
-        return NULL;
-    diverge(reason, expected, tid, actual, t->tid);
-    Py_DECREF(tid);
-    return NULL;
+    return rt_boundary_diverge(reason, expected, actual);
 }
 
 /* write_all(fd, data) -> len(data): write everything, retrying short writes

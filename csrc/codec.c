@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <string.h>
 #include <structmember.h>
+#include <zlib.h>
 
 enum {
     TAG_NONE = 'N', TAG_TRUE = 'T', TAG_FALSE = 'F',
@@ -262,6 +263,7 @@ typedef struct {
      * them again further down is a reference cycle. */
     PyObject *stack[RT_CODEC_MAX_DEPTH];
     const rt_refs *refs;   /* or NULL: see rt_encode_refs */
+    int digest;            /* rt_digest: no handles given, opaque values by type only */
 } encoder;
 
 static int encode_value(encoder *e, rt_buf *out, PyObject *v, int depth);
@@ -1063,7 +1065,7 @@ encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
         && PyObject_TypeCheck(v, (PyTypeObject *)cls))
         return encode_uuid(out, v);
     if (rt_handle_is_external(v))
-        return encode_handle(out, v);
+        return e->digest ? FALLBACK : encode_handle(out, v);
     return FALLBACK;
 }
 
@@ -1106,6 +1108,10 @@ encode_value(encoder *e, rt_buf *out, PyObject *v, int depth)
     if (r != FALLBACK)
         return r;
     out->len = mark;
+    if (e->digest) {   /* by type: a repr may show an address, which the other run lacks */
+        const char *name = Py_TYPE(v)->tp_name;
+        return put_tag(out, TAG_OPAQUE) < 0 ? -1 : put_blob(out, TAG_STR, name, strlen(name));
+    }
     return encode_opaque(out, v);
 }
 
@@ -1120,11 +1126,45 @@ rt_encode_refs(rt_buf *out, PyObject *v, const rt_refs *refs)
 {
     encoder e;
     e.refs = refs;
+    e.digest = 0;
     size_t mark = out->len;
     if (encode_value(&e, out, v, 0) < 0) {
         out->len = mark;
         return -1;
     }
+    return 0;
+}
+
+/* The CRC-32 of v's encoding, for checking in replay that a value is the
+ * recorded one without recording it (a statement's parameters). Objects the
+ * codec has no tag for count by their type, external objects get no handle.
+ * The items of a list or tuple are encoded and summed one at a time, in
+ * `tmp`, so that a long executemany list is never encoded whole. */
+int
+rt_digest(PyObject *v, rt_buf *tmp, uint32_t *crc)
+{
+    encoder e;
+    e.refs = NULL;
+    e.digest = 1;
+    int seq = PyList_Check(v) || PyTuple_Check(v);
+    Py_ssize_t n = seq ? PySequence_Fast_GET_SIZE(v) : 0;
+    uLong sum = crc32(0L, Z_NULL, 0);
+    rt_buf_clear(tmp);
+    if (seq ? put_header(tmp, PyList_Check(v) ? TAG_LIST : TAG_TUPLE, (uint64_t)n) < 0
+            : encode_value(&e, tmp, v, 0) < 0)
+        return -1;
+    for (Py_ssize_t i = 0;; i++) {
+        sum = crc32(sum, tmp->data, (uInt)tmp->len);
+        rt_buf_clear(tmp);
+        if (i >= n || i >= PySequence_Fast_GET_SIZE(v))   /* the list may shrink meanwhile */
+            break;
+        PyObject *item = Py_NewRef(PySequence_Fast_GET_ITEM(v, i));
+        int r = encode_value(&e, tmp, item, 0);
+        Py_DECREF(item);
+        if (r < 0)
+            return -1;
+    }
+    *crc = (uint32_t)sum;
     return 0;
 }
 

@@ -22,6 +22,13 @@
  * inside an external call and runs the program's function with the boundary
  * on. Each Callback has a number in creation order; replay finds it by that
  * number to call it again.
+ *
+ * Statements. A driver method that runs a statement (a Boundary made with
+ * statement=True) records, with its result, the statement text and the
+ * CRC-32 of its parameters, and the values of some members of the result
+ * (a cursor's description and lastrowid, which C code reads straight from
+ * the struct); replay checks the statement and the parameters are the
+ * recorded ones, and stores the members into the replayed result.
  */
 #include "retrace.h"
 
@@ -461,6 +468,150 @@ rt_handles_reset(void)
         g_callbacks[i] = NULL;
     }
     g_next_cbid = 1;
+}
+
+/* ---- statements ------------------------------------------------------------ */
+
+/* The statement of a call (args[0] is the receiver) and its parameters:
+ * the second and third positional argument, or keyword ones. Borrowed;
+ * NULL if absent. */
+static void
+statement_args(PyObject *const *args, size_t nargsf, PyObject *kwnames, PyObject **sql,
+               PyObject **params)
+{
+    static const char *sql_names[] = {"sql", "query", "sql_script", "procname", NULL};
+    static const char *param_names[] = {"parameters", "vars", "vars_list",
+                                        "seq_of_parameters", NULL};
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    *sql = n > 1 ? args[1] : NULL;
+    *params = n > 2 ? args[2] : NULL;
+    for (Py_ssize_t i = 0; kwnames && i < PyTuple_GET_SIZE(kwnames); i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+        for (int k = 0; sql_names[k]; k++) {
+            if (PyUnicode_CompareWithASCIIString(key, sql_names[k]) == 0)
+                *sql = args[n + i];
+        }
+        for (int k = 0; param_names[k]; k++) {
+            if (PyUnicode_CompareWithASCIIString(key, param_names[k]) == 0)
+                *params = args[n + i];
+        }
+    }
+    if (*sql && !PyUnicode_Check(*sql) && !PyBytes_Check(*sql))
+        *sql = NULL;   /* a composed statement object: not checked */
+}
+
+/* The text and the digest (an int, or None without parameters) of a call. */
+static int
+statement_of(PyObject *const *args, size_t nargsf, PyObject *kwnames, rt_buf *tmp,
+             PyObject **sql, PyObject **digest)
+{
+    PyObject *params;
+    uint32_t crc;
+    statement_args(args, nargsf, kwnames, sql, &params);
+    if (!*sql)
+        *sql = Py_None;
+    if (!params) {
+        *digest = Py_NewRef(Py_None);
+        return 0;
+    }
+    if (rt_digest(params, tmp, &crc) < 0)
+        return -1;
+    *digest = PyLong_FromUnsignedLong(crc);
+    return *digest ? 0 : -1;
+}
+
+PyObject *
+rt_statement_record(PyObject *result, PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                    PyObject *members, rt_buf *tmp)
+{
+    PyObject *sql, *digest;
+    if (statement_of(args, nargsf, kwnames, tmp, &sql, &digest) < 0)
+        return NULL;
+    Py_ssize_t m = members ? PyTuple_GET_SIZE(members) : 0;
+    PyObject *rec = PyTuple_New(3 + m);
+    if (!rec) {
+        Py_DECREF(digest);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(rec, 0, Py_NewRef(result));
+    PyTuple_SET_ITEM(rec, 1, Py_NewRef(sql));
+    PyTuple_SET_ITEM(rec, 2, digest);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyMemberDescrObject *md = (PyMemberDescrObject *)PyTuple_GET_ITEM(members, i);
+        PyObject *v = PyObject_TypeCheck(result, PyDescr_TYPE(md))
+            ? PyMember_GetOne((const char *)result, md->d_member) : Py_NewRef(Py_None);
+        if (!v) {
+            Py_DECREF(rec);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(rec, 3 + i, v);
+    }
+    return rec;
+}
+
+int
+rt_statement_replay(PyObject *name, PyObject *recorded, PyObject *const *args, size_t nargsf,
+                    PyObject *kwnames, PyObject *members, rt_buf *tmp, PyObject **result)
+{
+    Py_ssize_t m = members ? PyTuple_GET_SIZE(members) : 0;
+    if (!PyTuple_CheckExact(recorded) || PyTuple_GET_SIZE(recorded) != 3 + m) {
+        PyErr_Format(rt_TraceCorrupt, "the record of %U holds no statement", name);
+        return -1;
+    }
+    PyObject *sql, *digest, *rec_sql = PyTuple_GET_ITEM(recorded, 1);
+    PyObject *rec_digest = PyTuple_GET_ITEM(recorded, 2);
+    if (statement_of(args, nargsf, kwnames, tmp, &sql, &digest) < 0)
+        return -1;
+    PyObject *masked = rt_boundary_redact(sql);   /* as the recording masked its text */
+    int same_sql = masked ? PyObject_RichCompareBool(rec_sql, masked, Py_EQ) : -1;
+    Py_XDECREF(masked);
+    int same_params = same_sql == 1 ? PyObject_RichCompareBool(rec_digest, digest, Py_EQ) : 0;
+    Py_DECREF(digest);
+    if (same_sql < 0 || same_params < 0)
+        return -1;
+    if (!same_sql || !same_params) {
+        PyObject *params, *ignored;
+        statement_args(args, nargsf, kwnames, &ignored, &params);
+        PyObject *expected = same_sql
+            ? PyUnicode_FromFormat("%U(%R, <parameters with CRC-32 %R>)", name, rec_sql,
+                                   rec_digest)
+            : PyUnicode_FromFormat("%U(%R)", name, rec_sql);
+        PyObject *actual = same_sql
+            ? PyUnicode_FromFormat("%U(%R, %.300R)", name, sql, params ? params : Py_None)
+            : PyUnicode_FromFormat("%U(%R)", name, sql);
+        if (expected && actual)
+            rt_boundary_diverge(same_sql ? "the program passes other parameters to the "
+                                           "statement than the recorded run"
+                                         : "the program runs another statement than the "
+                                           "recorded run", expected, actual);
+        Py_XDECREF(expected);
+        Py_XDECREF(actual);
+        return -1;
+    }
+    *result = PyTuple_GET_ITEM(recorded, 0);
+    for (Py_ssize_t i = 0; i < m; i++) {
+        PyMemberDescrObject *md = (PyMemberDescrObject *)PyTuple_GET_ITEM(members, i);
+        if (PyObject_TypeCheck(*result, PyDescr_TYPE(md))) {
+            PyObject **slot = (PyObject **)((char *)*result + md->d_member->offset);
+            Py_XSETREF(*slot, Py_NewRef(PyTuple_GET_ITEM(recorded, 3 + i)));
+        }
+    }
+    Py_INCREF(*result);
+    return 0;
+}
+
+/* Whether members is a tuple of object member descriptors (statement members). */
+int
+rt_statement_members_check(PyObject *members)
+{
+    for (Py_ssize_t i = 0; PyTuple_Check(members) && i < PyTuple_GET_SIZE(members); i++) {
+        PyObject *d = PyTuple_GET_ITEM(members, i);
+        if (!Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            (((PyMemberDescrObject *)d)->d_member->type != T_OBJECT &&
+             ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX))
+            return 0;
+    }
+    return PyTuple_Check(members);
 }
 
 /* ---- module functions ------------------------------------------------------ */

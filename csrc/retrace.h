@@ -89,6 +89,9 @@ void rt_refs_free(rt_refs *r);
 /* rt_encode where an object in `refs` (may be NULL) is written as a
  * reference to its index ('R'). */
 int rt_encode_refs(rt_buf *out, PyObject *v, const rt_refs *refs);
+/* CRC-32 of v's encoding (opaque values by type, no handles given), using
+ * tmp as scratch. */
+int rt_digest(PyObject *v, rt_buf *tmp, uint32_t *crc);
 
 /* Decode one value at the cursor. Returns a new reference, or NULL with
  * retrace.TraceCorrupt (rt_TraceCorrupt) set for malformed data. Decoding
@@ -211,6 +214,11 @@ int rt_boundary_init(PyObject *module);
 /* The thread's boundary goes off (+1) or back on (-1) around Retrace's work. */
 void rt_boundary_suspend(int delta);
 
+/* v as the recording's redaction patterns mask it (a new reference). */
+PyObject *rt_boundary_redact(PyObject *v);
+/* Stop the replay here, from the calling thread (always returns NULL). */
+PyObject *rt_boundary_diverge(const char *reason, PyObject *expected, PyObject *actual);
+
 /* A Callback was called: recorded inside an external call, else a plain call. */
 PyObject *rt_boundary_callback(uint64_t cbid, PyObject *func, PyObject *const *args,
                                size_t nargsf, PyObject *kwnames);
@@ -231,6 +239,18 @@ PyObject *rt_handle_new_standin(PyObject *cls, uint64_t handle);
 PyObject *rt_handle_find(uint64_t handle);
 /* The function of callback number cbid (borrowed), or NULL. */
 PyObject *rt_callback_func(uint64_t cbid);
+/* A statement call returned `result`: what its record holds, (result, the
+ * statement text, the parameters' CRC-32, the members' values). */
+PyObject *rt_statement_record(PyObject *result, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames, PyObject *members, rt_buf *tmp);
+/* Replay of a statement call from its record: checks the statement and its
+ * parameters (a divergence if they differ), stores the members; *result is
+ * the recorded result (new reference). 0, or -1 with an error set. */
+int rt_statement_replay(PyObject *name, PyObject *recorded, PyObject *const *args,
+                        size_t nargsf, PyObject *kwnames, PyObject *members, rt_buf *tmp,
+                        PyObject **result);
+/* Whether members is a tuple of object member descriptors. */
+int rt_statement_members_check(PyObject *members);
 
 /* ---- demux.c ---------------------------------------------------------- */
 

@@ -315,6 +315,18 @@ def _diff(a, b):
         "recorded", "replayed", lineterm="", n=2))[:6000]
 
 
+def replay_edited(world, trace, name, old, new):
+    """Replay `trace` after replacing `old` by `new` in the world's copy of
+    tests/programs/NAME.py: the replay must stop with a divergence."""
+    program = world.programs / f"{name}.py"
+    source = program.read_text()
+    assert old in source, old
+    program.write_text(source.replace(old, new))
+    replayed = world.replay(trace)
+    assert replayed.code == 3, replayed.describe()
+    return replayed
+
+
 def assert_same_run(recorded, replayed, what="replay"):
     """The replay printed exactly what the recording printed and exited alike."""
     problems = []

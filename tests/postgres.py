@@ -30,6 +30,13 @@ def _bindir():
     return Path(found[-1]).parent
 
 
+def _server_env():
+    """The environment of the server tools: without the sanitizer runtime that
+    the ASan run preloads (PostgreSQL is not ours, and hangs under it)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")}
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -62,7 +69,7 @@ class Cluster:
         if self._owner is not None:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
         proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=120)
+                              timeout=120, env=_server_env())
         if proc.returncode != 0:
             raise RuntimeError(f"{tool} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}")
         return proc.stdout

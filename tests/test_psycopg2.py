@@ -5,7 +5,7 @@ replay prints exactly what the recording printed, and the recording what the
 plain run printed (threads aside, whose lines may come in another order)."""
 import pytest
 
-from conftest import Case, assert_same_run
+from conftest import Case, assert_same_run, replay_edited
 
 pytest.importorskip("psycopg2")
 
@@ -35,6 +35,9 @@ def test_connection_cursor_values_and_errors_replay_with_the_server_stopped(worl
     out = record_then_replay(world, pg_cluster, "db_pg_basic")
     for line in [
         "isinstance connection: bool True", "isinstance cursor: bool True",
+        "info type: type <class 'psycopg2.extensions.ConnectionInfo'>",
+        "info.parameter_status: str 'UTF8'", "info.transaction_status: int 0",
+        "info.backend_pid is an int: bool True",
         "cursor.connection is conn: bool True", "returning: tuple (1,)",
         "statusmessage: str 'INSERT 0 1'", "executemany rowcount: int 5",
         "  price: Decimal Decimal('19.99')",
@@ -77,18 +80,45 @@ def test_connect_to_a_server_that_is_down_replays_as_recorded(world, pg_cluster)
     assert_same_run(rec, world.replay(rec.trace))
 
 
-def test_another_query_is_a_divergence(world, pg_cluster):
+@pytest.mark.parametrize("old, new, reason, shown", [
+    ("where price > %s order by name", "where price < %s order by name",
+     "the program runs another statement than the recorded run",
+     ["where price > %s order by name", "where price < %s order by name"]),
+    ('(decimal.Decimal("0.3"),)', '(decimal.Decimal("0.4"),)',
+     "the program passes other parameters to the statement than the recorded run",
+     ["where price > %s order by name", "Decimal('0.4')"]),
+])
+def test_another_statement_is_a_divergence(world, pg_cluster, old, new, reason, shown):
     rec = pg_case(world, "db_pg_basic", pg_cluster).record()
     assert rec.code == 0, rec.describe()
     pg_cluster.stop()
-    program = world.programs / "db_pg_basic.py"
-    source = program.read_text()
-    edited = source.replace("where price > %s order by name", "where price < %s order by name")
-    assert edited != source
-    program.write_text(edited)
-    replayed = world.replay(rec.trace)
-    assert replayed.code == 3, replayed.describe()
+    replayed = replay_edited(world, rec.trace, "db_pg_basic", old, new)
     err = replayed.err.decode()
-    assert "the program runs another statement than the recorded run" in err
-    assert "where price < %s order by name" in err
+    assert reason in err
+    for text in shown:
+        assert text in err, text
     assert rec.out.startswith(replayed.out)
+
+
+def test_extras_cursors_and_factories_replay(world, pg_cluster):
+    """psycopg2.extras' cursors, and the program's own connection, cursor and
+    row factories: rows keep their types, factories their __init__ state."""
+    out = record_then_replay(world, pg_cluster, "db_pg_extras")
+    for line in [
+        "connection class: type <class '__main__.AuditedConnection'>", "label: str 'audited'",
+        "DictCursor fetchone: DictRow [1, 'apple', 3]", "  row['name']: str 'apple'",
+        "  row.keys(): list ['id', 'name', 'qty']",
+        "DictCursor iteration: list [{'name': 'apple', 'qty': 3}, {'name': 'plum', 'qty': 7}]",
+        "RealDictCursor fetchone: tuple ('RealDictRow', {'id': 1, 'name': 'apple'})",
+        "RealDictCursor iteration: list [3, 0, 7]", "  row.name: str 'apple'",
+        "NamedTupleCursor rest: list [(2, 'pear'), (3, 'plum')]",
+        "named RealDictCursor: list ['apple', 'pear', 'plum']", "AuditedCursor runs: int 1",
+        "Pair row: Pair [1, 3]", "  width: int 2",
+        "statements on the connection: list ['select count(*) from fruit', "
+        "'select id, qty from fruit order by id']",
+        "connection cursor_factory: str 'plum'",
+        "  cursor class: type <class 'psycopg2.extras.DictCursor'>",
+        "RealDictConnection row: tuple ('RealDictRow', {'id': 1, 'name': 'apple'})",
+        "connection() made directly: tuple (42,)", "done"]:
+        assert line in out, line
+

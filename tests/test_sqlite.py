@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from conftest import Case, assert_same_run, run, retrace_cmd
+from conftest import Case, assert_same_run, replay_edited, run, retrace_cmd
 
 
 def sqlite_case(world, name):
@@ -76,22 +76,29 @@ def test_threads_with_their_own_connections(world):
     assert "summary: [(0, 5, 10), (1, 5, 10), (2, 5, 10)]" in lines(rec)
 
 
-def test_another_query_in_replay_is_a_divergence(world):
+OTHER_STATEMENT = "the program runs another statement than the recorded run"
+OTHER_PARAMETERS = "the program passes other parameters to the statement than the recorded run"
+
+
+@pytest.mark.parametrize("old, new, reason, shown", [
+    ("where qty > ? order by name", "where qty >= ? order by name", OTHER_STATEMENT,
+     ["where qty > ? order by name", "where qty >= ? order by name"]),
+    # the trace holds a CRC-32 of the parameters: the replay's ones are shown
+    ('("apple", 1.25, 3, ', '("apple", 1.5, 3, ', OTHER_PARAMETERS,
+     ["('apple', 1.5, 3, b'\\x00\\xffbytes')"]),
+    ('for i in range(5)))', 'for i in range(4)))', OTHER_PARAMETERS, ["[('item0', 0.0, 0, 'even')"]),
+])
+def test_another_statement_in_replay_is_a_divergence(world, old, new, reason, shown):
     case, db = sqlite_case(world, "db_sqlite_basic")
     rec = case.record()
     assert rec.code == 0, rec.describe()
     shutil.rmtree(db.parent)
-    program = world.programs / "db_sqlite_basic.py"
-    source = program.read_text()
-    edited = source.replace("where qty > ? order by name", "where qty >= ? order by name")
-    assert edited != source
-    program.write_text(edited)
-    replayed = world.replay(rec.trace)
-    assert replayed.code == 3, replayed.describe()
+    replayed = replay_edited(world, rec.trace, "db_sqlite_basic", old, new)
     err = replayed.err.decode()
-    assert "the program runs another statement than the recorded run" in err
-    assert "where qty > ? order by name" in err and "where qty >= ? order by name" in err
-    assert str(program) in err   # named as changed since the recording
+    assert reason in err
+    for text in shown:
+        assert text in err, text
+    assert str(world.programs / "db_sqlite_basic.py") in err   # named as changed
     assert rec.out.startswith(replayed.out)
 
 
@@ -110,3 +117,50 @@ def test_a_call_on_another_connection_is_a_divergence(world, tmp_path):
     replayed = world.replay(rec.trace)
     assert replayed.code == 3, replayed.describe()
     assert "the call is made on another object than in the recording" in replayed.err.decode()
+
+
+def test_factories_replay_with_their_state(world):
+    """connect(factory=...) and cursor(factory=...) classes of the program's
+    own keep their __init__ state in replay; a Connection made directly
+    opens no file in replay."""
+    out = lines(record_then_replay(world, "db_sqlite_factories"))
+    for line in ["connection class: type <class '__main__.AuditedConnection'>",
+                 "label: str 'audited'", "cursor class: type <class '__main__.AuditedCursor'>",
+                 "cursor.connection is conn: bool True", "runs: int 2",
+                 "statements: list ['select name from fruit order by id', "
+                 "'select count(*) from fruit where name like ?']",
+                 "Row by name: str 'pear'", "made directly: tuple ('apple',)",
+                 "connection error: OperationalError OperationalError('unable to open database "
+                 "file')", "done"]:
+        assert line in out, line
+
+
+
+def test_factory_in_a_forked_child_replays(world):
+    """A factory class given to the driver before a fork is given again, with
+    a number of the child's own trace, in the child."""
+    from web_servers import wait_for_children
+    case, db = sqlite_case(world, "db_sqlite_fork")
+    rec = case.record()
+    assert rec.code == 0, rec.describe()
+    assert b"child: tagged in child (2,)" in rec.out, rec.describe()
+    shutil.rmtree(db.parent)
+    (child,) = wait_for_children(rec.trace, 1).values()
+    replayed = world.replay(child)
+    assert replayed.code == 0, replayed.describe()
+    assert replayed.out == b"parent: tagged in parent (1,)\nchild: tagged in child (2,)\n", \
+        replayed.describe()
+
+
+def test_statements_replay_under_payload_redaction(world):
+    """RETRACE_REDACT masks what it matches in the recorded statement text
+    too; replay checks its statements as masked alike."""
+    case, db = sqlite_case(world, "db_sqlite_basic")
+    rec = case.record(RETRACE_REDACT="order by name")
+    assert rec.code == 0, rec.describe()
+    shutil.rmtree(db.parent)
+    assert_same_run(rec, world.replay(rec.trace))
+    # a statement that differs elsewhere still diverges
+    replayed = replay_edited(world, rec.trace, "db_sqlite_basic", "where qty > ? order by name",
+                             "where qty >= ? order by name")
+    assert OTHER_STATEMENT in replayed.err.decode()

@@ -16,12 +16,20 @@ is still an `sqlite3.Connection` or a `psycopg2.extensions.connection`.
   happens in both runs, in the program's order, so callbacks get the same
   numbers; in replay no driver holds them, so they are kept here.
 """
+import collections.abc
 import importlib
 
 from . import _engine, _onimport, _tables
 
 _replay_keep = []   # replay: callbacks the stand-ins would otherwise not hold
 _OWN_CODE = set()   # packages of the drivers' own Python code
+
+
+def _callback(func):
+    wrapped = _engine.Callback(func)
+    if _engine.mode() == "replay":
+        _replay_keep.append(wrapped)
+    return wrapped
 
 
 def callback(func, plain=()):
@@ -32,38 +40,45 @@ def callback(func, plain=()):
             or any(func is p for p in plain) \
             or (getattr(func, "__module__", None) or "").split(".")[0] in _OWN_CODE:
         return func
-    wrapped = _engine.Callback(func)
-    if _engine.mode() == "replay":
-        _replay_keep.append(wrapped)
+    return _callback(func)
+
+
+_HEAPTYPE = 1 << 9   # Py_TPFLAGS_HEAPTYPE: a class made by a class statement
+_constructors = {}   # the program's class -> its Callback, one per class in both runs
+
+
+def is_c_type(cls):
+    return isinstance(cls, type) and not cls.__flags__ & _HEAPTYPE
+
+
+def constructor(cls):
+    """A class (or function) that the driver calls to make one of its
+    objects (a connection or cursor factory): a callback, so that the
+    object is made by the program's code in replay too, with its Python
+    __init__ state.  The driver's own C types are left alone: their objects
+    become stand-ins."""
+    if cls is None or isinstance(cls, _engine.Callback) or not callable(cls) or is_c_type(cls):
+        return cls
+    wrapped = _constructors.get(cls)
+    if wrapped is None or not wrapped.number:   # numbered before a fork's own trace began
+        wrapped = _constructors[cls] = _callback(cls)
     return wrapped
-
-
-def statement(args, kwargs):
-    """The SQL text of a call, which replay checks."""
-    sql = args[0] if args else next((kwargs[k] for k in ("sql", "sql_script", "query", "procname")
-                                     if k in kwargs), None)
-    return sql if isinstance(sql, (str, bytes)) else None
-
-
-def check_statement(qualname, recorded, sql):
-    if sql != recorded:
-        _engine.divergence("the program runs another statement than the recorded run",
-                           f"{qualname}({recorded!r})", f"{qualname}({sql!r})")
 
 
 def unwrap(func):
     return func.__wrapped__ if isinstance(func, _engine.Callback) else func
 
 
-def _wrapping(spots, wrap):
+def _wrapping(spots, wrap, first=1):
     """A function that applies `wrap` to the arguments at `spots` (positions
-    counted after self, or keyword names) of a method call."""
+    counted from `first`: after self, for a method; or keyword names) of a
+    call."""
     def apply(args, kwargs):
         args = list(args)
         for spot in spots:
             if isinstance(spot, int):
-                if spot + 1 < len(args):
-                    args[spot + 1] = wrap(args[spot + 1])
+                if spot + first < len(args):
+                    args[spot + first] = wrap(args[spot + first])
             elif spot in kwargs:
                 kwargs[spot] = wrap(kwargs[spot])
         return args, kwargs
@@ -114,24 +129,22 @@ def aggregate(cls):
     return callback(lambda: _Aggregate(cls(), calls))
 
 
-def _callback_method(qualname, orig, spots, wrap):
-    """An event whose callable arguments are wrapped first, outside the event
-    and in both runs (replay makes the callbacks before the call's records)."""
-    apply = _wrapping(spots, wrap)
-    event = _engine.BoundaryMethod(qualname, orig, receiver=True)
-
+def _with_wrapped_arguments(event, apply, orig):
+    """The event, its callable arguments wrapped first, outside the event and
+    in both runs (replay makes the callbacks before the call's records)."""
     def method(*args, **kwargs):
         args, kwargs = apply(args, kwargs)
         return event(*args, **kwargs)
 
     method.__name__ = method.__qualname__ = orig.__name__
     method.__doc__ = orig.__doc__
+    method.__wrapped__ = orig
     return method
 
 
-def _factory_property(descr, plain):
+def _factory_property(descr, wrap):
     return property(lambda obj: unwrap(descr.__get__(obj)),
-                    lambda obj, value: descr.__set__(obj, callback(value, plain)))
+                    lambda obj, value: descr.__set__(obj, wrap(value)))
 
 
 def _attribute(cls, name, qualname, getter, setter):
@@ -146,37 +159,62 @@ def _attribute(cls, name, qualname, getter, setter):
     _engine.patch_type(cls, name, property(fget, fset))
 
 
+def sequence(items):
+    """The parameter sets of an executemany as a list: an iterator is
+    consumed here, by the program in both runs, not by the driver out of
+    sight (replay runs no driver), and its parameters can be checked."""
+    return list(items) if isinstance(items, collections.abc.Iterator) else items
+
+
+def _argument_wraps(spec, support):
+    """method name -> the function wrapping its callable (or iterable) arguments"""
+    wraps = {}
+    for table, wrap in (("callbacks", callback), ("aggregates", aggregate),
+                        ("files", getattr(support, "file_callbacks", None)),
+                        ("constructors", constructor), ("sequences", sequence)):
+        for name, spots in spec.get(table, {}).items():
+            wraps[name] = _wrapping(spots, wrap)
+    return wraps
+
+
 def _install_type(module, cls, prefix, spec, support):
     d = cls.__dict__
     _engine.handle_type(cls, support.STANDINS[cls.__name__])
-    for name in spec.get("events", ()):
-        if name in d:
-            _engine.set_type_attr(cls, name, _engine.BoundaryMethod(
-                f"{prefix}.{name}", d[name], receiver=True))
-    for name in spec.get("execute", ()):
-        if name in d:
-            _engine.patch_type(cls, name, support.execute(cls, name, f"{prefix}.{name}", d[name]))
+    wraps = _argument_wraps(spec, support)
+    replays = getattr(support, "REPLAY", {})
+    for name in dict.fromkeys([*spec.get("events", ()), *spec.get("execute", ()),
+                               *spec.get("rows", ()), *wraps]):
+        if name not in d:
+            continue
+        orig, qualname = d[name], f"{prefix}.{name}"
+        if name in spec.get("execute", ()):
+            event = support.execute(cls, name, qualname, orig)
+        elif name in spec.get("rows", ()):
+            event = support.rows(cls, name, qualname, orig)
+        else:
+            event = _engine.BoundaryMethod(qualname, orig, replay=replays.get(qualname),
+                                           receiver=True)
+        if name in wraps:
+            event = _with_wrapped_arguments(event, wraps[name], orig)
+        # a class assignment, so that slots follow (tp_iternext, tp_init)
+        _engine.set_type_attr(cls, name, event)
     getters, setters = spec.get("getters", ()), spec.get("setters", ())
     for name in dict.fromkeys([*getters, *setters]):
         if name in d:
             _attribute(cls, name, f"{prefix}.{name}", name in getters, name in setters)
-    for table, wrap in (("callbacks", callback), ("aggregates", aggregate),
-                        ("files", getattr(support, "file_callbacks", None))):
-        for name, spots in spec.get(table, {}).items():
+    for table, wrap in (("factories", lambda f: callback(f, support.PLAIN_FACTORIES)),
+                        ("constructor_attributes", constructor)):
+        for name in spec.get(table, ()):
             if name in d:
-                _engine.patch_type(cls, name, _callback_method(f"{prefix}.{name}", d[name],
-                                                               spots, wrap))
-    for name in spec.get("factories", ()):
-        if name in d:
-            _engine.patch_type(cls, name, _factory_property(d[name], support.PLAIN_FACTORIES))
+                _engine.patch_type(cls, name, _factory_property(d[name], wrap))
 
 
 def _registry(orig, spots):
-    apply = _wrapping(spots, callback)
+    apply = _wrapping(spots, callback, first=0)
 
     def register(*args, **kwargs):
-        args, kwargs = apply((None, *args), kwargs)
-        return orig(*args[1:], **kwargs)
+        args, kwargs = apply(args, kwargs)
+        return orig(*args, **kwargs)
 
     register.__name__ = register.__qualname__ = orig.__name__
     register.__doc__ = orig.__doc__
@@ -193,7 +231,13 @@ def _install_driver(module, spec):
     for name in spec.get("functions", ()):
         orig = module.__dict__.get(name)
         if orig is not None:
-            replaced[id(orig)] = (orig, _engine.Boundary(f"{module.__name__}.{name}", orig))
+            event = _engine.Boundary(f"{module.__name__}.{name}", orig)
+            if name in spec.get("constructors", {}):
+                event = _with_wrapped_arguments(
+                    event, _wrapping(spec["constructors"][name], constructor, first=0), orig)
+            if name in getattr(support, "FUNCTIONS", {}):
+                event = support.FUNCTIONS[name](event, orig)
+            replaced[id(orig)] = (orig, event)
     for name, spots in spec.get("registries", {}).items():
         orig = module.__dict__.get(name)
         if orig is not None:

@@ -20,7 +20,7 @@ import sys
 import types
 import warnings
 
-from . import _drivers, _engine, _files, _fork, _net, _signals, _tables, _threads
+from . import _drivers, _engine, _files, _fork, _net, _shims, _signals, _tables, _threads
 
 
 def _shield_import_system():
@@ -158,3 +158,4 @@ def install(exit_hook):
     sys.stdout, sys.stderr = _files.checked_stdio()
     _net.install()
     _drivers.install()
+    _shims.install()

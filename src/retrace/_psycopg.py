@@ -18,13 +18,19 @@ COPY: the file object given to copy_expert/copy_from/copy_to is handed to
 the driver behind a proxy whose read/write are callbacks, so that replay
 reads and writes the program's file as the recording did.
 
+Factories.  A connection_factory or cursor_factory of the program's (a
+subclass with its own __init__, psycopg2.extras' DictCursor ...) makes the
+object in replay too: cursor factories are given to the driver as callbacks
+(_drivers.constructor), connection factories are called here (connect); the
+C __init__ they call is an event, which replay does not run.  Rows of a
+cursor with a row_factory are made outside the fetch events (rows).
+
 Replay checks that each statement (execute, executemany, callproc, mogrify)
-is the recorded one.
+and its parameters are the recorded ones.
 """
 import io
 
 from . import _drivers, _engine
-from ._drivers import check_statement, statement
 
 PLAIN_FACTORIES = ()
 
@@ -37,11 +43,13 @@ COLUMN_FIELDS = ["name", "type_code", "display_size", "internal_size", "precisio
                  "null_ok", "table_oid", "table_column"]
 
 _module = None
+_row_factory = None   # cursor.row_factory, the member descriptor
 
 
 def prepare(module):
-    global _module
+    global _module, _row_factory
     _module = module
+    _row_factory = module.cursor.__dict__["row_factory"]
 
 
 class Diagnostics:
@@ -99,28 +107,83 @@ def _standin(cls):
     return cls.__new__(cls)
 
 
-STANDINS = {"connection": _standin, "cursor": _standin}
+STANDINS = {"connection": _standin, "cursor": _standin, "ConnectionInfo": _standin}
+
+
+def connect(event, orig):
+    """_connect(dsn, connection_factory=None, async=0, async_=0).  The driver
+    makes the connection by calling connection_factory(dsn[, async]); a
+    factory of the program's is called here instead, in both runs, so that
+    replay makes the connection with the program's own __init__, whose call
+    of the C connection.__init__ (which connects) is the event.  (Given to
+    the driver as a callback, its arguments would be recorded: the DSN,
+    with its password.)"""
+    def _connect(*args, **kwargs):
+        factory = kwargs.get("connection_factory", args[1] if len(args) > 1 else None)
+        if factory is None or _drivers.is_c_type(factory):
+            return event(*args, **kwargs)
+        dsn = args[0] if args else kwargs.get("dsn")
+        async_ = kwargs.get("async_", args[3] if len(args) > 3 else 0) or \
+            kwargs.get("async", args[2] if len(args) > 2 else 0)
+        return factory(dsn, async_) if async_ else factory(dsn)
+
+    _connect.__name__ = _connect.__qualname__ = orig.__name__
+    _connect.__doc__ = orig.__doc__
+    _connect.__wrapped__ = orig
+    return _connect
+
+
+FUNCTIONS = {"_connect": connect}
+
+
+def rows(cls, name, qualname, orig):
+    """A fetch (fetchone, fetchmany, fetchall, __next__).  psycopg2 makes a
+    row with the cursor's row_factory(cursor) and then fills it by index,
+    after the factory returned, so the filled row is no value a callback
+    made.  Here the driver makes plain tuples inside the event (the row
+    factory is set aside for the call), which the trace holds, and the rows
+    are made from them outside the event, in both runs, as the driver makes
+    them: the program's row factory (DictRow, RealDictRow, its own) runs
+    with its own events, and each value is set by index."""
+    row_factory = _row_factory
+
+    def fetch_tuples(cur, *args, **kwargs):
+        factory = row_factory.__get__(cur)
+        if factory is None:
+            return orig(cur, *args, **kwargs)
+        row_factory.__set__(cur, None)
+        try:
+            return orig(cur, *args, **kwargs)
+        finally:
+            row_factory.__set__(cur, factory)
+
+    event = _engine.BoundaryMethod(qualname, fetch_tuples, receiver=True)
+    one = name in ("fetchone", "__next__")
+
+    def fetch(cur, *args, **kwargs):
+        got = event(cur, *args, **kwargs)
+        factory = row_factory.__get__(cur)
+        if factory is None or got is None:
+            return got
+        return _make_row(cur, factory, got) if one else [_make_row(cur, factory, t) for t in got]
+
+    fetch.__name__ = fetch.__qualname__ = orig.__name__
+    fetch.__doc__ = orig.__doc__
+    fetch.__wrapped__ = orig
+    return fetch
+
+
+def _make_row(cursor, factory, values):
+    row = factory(cursor)
+    for i, value in enumerate(values):
+        row[i] = value
+    return row
 
 
 def execute(cls, name, qualname, orig):
-    """A statement: recorded with its text, which replay checks."""
-    many = name == "executemany"
-
-    def record(obj, *args, **kwargs):
-        if many and len(args) > 1:
-            # consumed here, in both runs, not by the driver out of sight
-            args = (args[0], list(args[1]), *args[2:])
-        result = orig(obj, *args, **kwargs)
-        return (result, statement(args, kwargs)), result
-
-    def replay(recorded, obj, *args, **kwargs):
-        if many and len(args) > 1:
-            list(args[1])
-        result, sql = recorded
-        check_statement(qualname, sql, statement(args, kwargs))
-        return result
-
-    return _engine.BoundaryMethod(qualname, record, replay=replay, split=True, receiver=True)
+    """A statement: recorded with its text and the CRC-32 of its parameters,
+    which replay checks."""
+    return _engine.BoundaryMethod(qualname, orig, receiver=True, statement=True)
 
 
 class _TextFile(io.TextIOBase):

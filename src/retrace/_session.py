@@ -165,6 +165,8 @@ def start_replay(path):
         os.environ._data[os.environ.encodekey(name)] = os.environ.encodevalue(value)
     sys.argv[:] = head["argv"]
     _engine.set_divergence_factory(_make_divergence)
+    # statements are checked against their recorded text as it was masked
+    _engine.set_redactor(_settings.redactor(head.get("redact") or []))
     _engine.start_replay()
     _patch.install(exit_now)
     return head
@@ -192,6 +194,7 @@ def switch_replay(path):
     _engine.stop()
     head = _engine.decode(_engine.open_replay(path))
     header, trace_path = head, os.path.abspath(path)
+    _engine.set_redactor(_settings.redactor(head.get("redact") or []))
     _engine.start_replay()
 
 

@@ -10,19 +10,24 @@ runs on them.
 
 Cursor state.  `description` and `lastrowid` are plain members that the C
 code and sqlite3.Row read directly: the calls that set them (execute,
-executemany, executescript, and cursor() for a new cursor) record their new
-values, and replay stores them into the stand-in, so reading them is no
-event.  `rowcount` is an event (fetching the rows of an INSERT ... RETURNING
+executemany, executescript, and cursor() for a new cursor) are statement
+boundaries that record their new values, and replay stores them into the
+stand-in, so reading them is no event.  `rowcount` is an event (fetching the rows of an INSERT ... RETURNING
 changes it).  A new cursor of a replayed connection gets the connection and
 its row factory.
 
-Replay checks that each statement is the recorded one: a program that runs
-another query stops with a divergence.
+Factories.  A `factory` given to connect() or cursor() is the program's
+class: the driver is given it as a callback (_drivers.constructor), so that
+replay makes the connection or cursor with the program's own __init__.  The
+C Connection.__init__ it calls is an event, replayed by opening the private
+in-memory database.
+
+Replay checks that each statement and its parameters are the recorded ones:
+a program that runs another query stops with a divergence.
 """
 import _sqlite3
 
 from . import _engine
-from ._drivers import check_statement, statement
 
 _members = {}      # name -> the original member descriptor of Cursor or Connection
 _private = None    # the connection replayed cursors are made on
@@ -35,15 +40,20 @@ def prepare(module):
     for name in ("description", "lastrowid", "connection", "row_factory"):
         _members[name] = module.Cursor.__dict__[name]
     _members["connection_row_factory"] = module.Connection.__dict__["row_factory"]
+    _members["connection_init"] = module.Connection.__dict__["__init__"]
 
 
 def finish(module):
     pass
 
 
+def _open_private(conn):
+    _members["connection_init"](conn, ":memory:", check_same_thread=False)
+
+
 def _standin_connection(cls):
     conn = cls.__new__(cls)
-    _sqlite3.Connection.__init__(conn, ":memory:", check_same_thread=False)
+    _open_private(conn)
     return conn
 
 
@@ -58,33 +68,24 @@ def _standin_cursor(cls):
 
 STANDINS = {"Connection": _standin_connection, "Cursor": _standin_cursor}
 
+# Connection.__init__ is an event (a factory subclass's __init__ calls it):
+# replay opens the private in-memory database instead of the program's.
+REPLAY = {"_sqlite3.Connection.__init__": lambda recorded, conn, *args, **kwargs:
+          _open_private(conn)}
+
 
 def execute(cls, name, qualname, orig):
     """A call that runs a statement or makes a cursor: recorded with the
-    cursor's new description and lastrowid (the result is the cursor), and
-    the statement, which replay checks."""
-    description, lastrowid = _members["description"], _members["lastrowid"]
-    many = name == "executemany"
-
-    def record(obj, *args, **kwargs):
-        if many and len(args) > 1:
-            # consumed here, in both runs, not by the driver out of sight
-            args = (args[0], list(args[1]), *args[2:])
-        cursor = orig(obj, *args, **kwargs)
-        return (cursor, description.__get__(cursor), lastrowid.__get__(cursor),
-                statement(args, kwargs)), cursor
-
-    def replay(recorded, obj, *args, **kwargs):
-        if many and len(args) > 1:
-            list(args[1])
-        cursor, desc, rowid, sql = recorded
-        check_statement(qualname, sql, statement(args, kwargs))
-        _engine.set_member(cursor, description, desc)
-        _engine.set_member(cursor, lastrowid, rowid)
+    statement, the CRC-32 of its parameters (replay checks both) and the
+    new description and lastrowid of the cursor it returns, which replay
+    stores into it (_engine's statement boundary, all in C)."""
+    def replay(cursor, obj, *args, **kwargs):
         if cursor is not obj:   # a new cursor of connection obj
             _engine.set_member(cursor, _members["connection"], obj)
             _engine.set_member(cursor, _members["row_factory"],
                                _members["connection_row_factory"].__get__(obj))
         return cursor
 
-    return _engine.BoundaryMethod(qualname, record, replay=replay, split=True, receiver=True)
+    return _engine.BoundaryMethod(qualname, orig, receiver=True, statement=True,
+                                  members=(_members["description"], _members["lastrowid"]),
+                                  replay=replay)

@@ -100,6 +100,11 @@ CONSTANTS = {
 #               cursor's state for this driver
 #   functions   module functions that are events; their results are new
 #               external objects (connections)
+#   constructors  module functions (events too) that take a class the driver
+#               instantiates, a connection factory: {name: (its positions or
+#               keyword names)}; the program's class is given to the driver as
+#               a callback, so that replay makes its objects with the program's
+#               own __init__
 #   registries  module functions that take a callable the driver calls back
 #               later: {name: (position of the callable, ...)}; not events
 #   python_registries  the same in the driver's Python modules
@@ -107,10 +112,14 @@ CONSTANTS = {
 #               adapters, which make plain values) need no replay
 #   objects     the driver's types whose instances are external objects:
 #     events      methods that are events on the object (the record carries
-#                 the object's handle; a call on another object diverges)
+#                 the object's handle; a call on another object diverges);
+#                 __init__ of the C type: whether it succeeded (a factory
+#                 subclass's __init__ calls it; replay does not connect)
 #     execute     events that run a statement (or make a cursor): replay
-#                 checks the statement is the recorded one (the support
-#                 module may keep more of the cursor's state)
+#                 checks the statement and its parameters are the recorded
+#                 ones (the support module may keep more of the cursor's state)
+#     rows        events that return rows the support module builds itself
+#                 (psycopg2 fills a row factory's row after it returned)
 #     getters     attributes read from the server or the library: events
 #     setters     attributes whose assignment reaches the library: events
 #     callbacks   methods that take callables the driver calls back:
@@ -118,19 +127,27 @@ CONSTANTS = {
 #     aggregates  the same for classes whose instances the driver calls back
 #                 (step, finalize, value, inverse)
 #     files       the same for file objects the driver reads or writes (COPY)
+#     constructors  the same for classes the driver instantiates (cursor
+#                 factories), as the module's constructors above
+#     sequences   the same for iterables of parameter sets (executemany): an
+#                 iterator becomes a list, consumed by the program in both runs
 #     factories   attributes holding a callable the driver calls back (row
 #                 factories): wrapped on assignment, unwrapped on reading
+#     constructor_attributes  the same for a class the driver instantiates
 DRIVERS = {
     "_sqlite3": {
         "support": "_sqlite",
         "functions": ["connect"],
+        "constructors": {"connect": (5, "factory")},
         "registries": {"register_adapter": (1,), "register_converter": (1,)},
         "objects": {
             "Connection": {
-                "events": ["close", "commit", "rollback", "interrupt", "getlimit", "setlimit",
-                           "serialize", "deserialize", "enable_load_extension", "load_extension",
-                           "__exit__"],
+                "events": ["__init__", "close", "commit", "rollback", "interrupt", "getlimit",
+                           "setlimit", "serialize", "deserialize", "enable_load_extension",
+                           "load_extension", "__exit__"],
                 "execute": ["cursor", "execute", "executemany", "executescript"],
+                "constructors": {"cursor": (0, "factory")},
+                "sequences": {"executemany": (1,)},
                 "getters": ["in_transaction", "total_changes", "isolation_level", "autocommit"],
                 "setters": ["isolation_level", "autocommit"],
                 "callbacks": {"create_function": (2, "func"), "create_collation": (1,),
@@ -144,6 +161,7 @@ DRIVERS = {
             "Cursor": {
                 "events": ["fetchone", "fetchmany", "fetchall", "__next__", "close"],
                 "execute": ["execute", "executemany", "executescript"],
+                "sequences": {"executemany": (1,)},
                 "getters": ["rowcount"],
                 "factories": ["row_factory"],
             },
@@ -154,32 +172,44 @@ DRIVERS = {
 DRIVERS["psycopg2._psycopg"] = {
     "support": "_psycopg",
     "own_code": ["psycopg2"],
-    "functions": ["_connect"],
+    "functions": ["_connect"],   # a connection factory: see _psycopg.connect
     "registries": {"new_type": (2, "castobj")},
     "python_registries": {"psycopg2.extensions": {"register_adapter": (1,)}},
     "objects": {
         "connection": {
-            "events": ["close", "commit", "rollback", "cursor", "cancel", "reset", "set_session",
-                       "set_isolation_level", "set_client_encoding", "get_parameter_status",
-                       "get_transaction_status", "get_backend_pid", "get_dsn_parameters",
-                       "fileno", "poll", "isexecuting", "tpc_begin", "tpc_prepare", "tpc_commit",
-                       "tpc_rollback", "tpc_recover", "__enter__", "__exit__"],
+            "events": ["__init__", "close", "commit", "rollback", "cancel", "reset",
+                       "set_session", "set_isolation_level", "set_client_encoding",
+                       "get_parameter_status", "get_transaction_status", "get_backend_pid",
+                       "get_dsn_parameters", "fileno", "poll", "isexecuting", "tpc_begin",
+                       "tpc_prepare", "tpc_commit", "tpc_rollback", "tpc_recover", "__enter__",
+                       "__exit__"],
+            "constructors": {"cursor": (1, "cursor_factory")},
             "getters": ["autocommit", "isolation_level", "readonly", "deferrable", "encoding",
                         "server_version", "protocol_version", "status", "closed", "notices",
-                        "dsn", "async", "async_", "cursor_factory"],
-            "setters": ["autocommit", "isolation_level", "readonly", "deferrable",
-                        "cursor_factory"],
+                        "dsn", "async", "async_", "info"],
+            "setters": ["autocommit", "isolation_level", "readonly", "deferrable"],
+            "constructor_attributes": ["cursor_factory"],
         },
         "cursor": {
-            "events": ["fetchone", "fetchmany", "fetchall", "__iter__", "__next__", "scroll",
-                       "close", "nextset", "cast", "__enter__", "__exit__"],
+            "events": ["__init__", "__iter__", "scroll", "close", "nextset", "cast", "__enter__",
+                       "__exit__"],
+            "rows": ["fetchone", "fetchmany", "fetchall", "__next__"],
             "execute": ["execute", "executemany", "callproc", "mogrify"],
+            "sequences": {"executemany": (1, "vars_list")},
             "files": {"copy_expert": (1, "file"), "copy_from": (0, "file"),
                       "copy_to": (0, "file")},
             "getters": ["rowcount", "rownumber", "lastrowid", "statusmessage", "query", "closed",
                         "connection", "name", "scrollable", "withhold", "arraysize", "itersize",
                         "tzinfo_factory"],
             "setters": ["scrollable", "withhold", "arraysize", "itersize", "tzinfo_factory"],
+        },
+        # conn.info: a new object per read, every attribute read from libpq
+        "ConnectionInfo": {
+            "events": ["parameter_status", "ssl_attribute"],
+            "getters": ["dbname", "user", "password", "host", "port", "options",
+                        "dsn_parameters", "status", "transaction_status", "protocol_version",
+                        "server_version", "error_message", "socket", "backend_pid",
+                        "used_password", "needs_password", "ssl_in_use", "ssl_attribute_names"],
         },
     },
 }

@@ -28,6 +28,13 @@ show("closed", conn.closed)
 show("server_encoding", conn.get_parameter_status("server_encoding"))
 show("transaction status", conn.get_transaction_status())
 show("isolation_level", conn.isolation_level)
+info = conn.info
+show("info type", type(info))
+show("info.server_version", info.server_version)
+show("info.dbname", info.dbname)
+show("info.parameter_status", info.parameter_status("server_encoding"))
+show("info.transaction_status", info.transaction_status)
+show("info.backend_pid is an int", isinstance(info.backend_pid, int))
 with conn.cursor() as cur:
     show("isinstance cursor", isinstance(cur, ext.cursor))
     show("cursor.connection is conn", cur.connection is conn)

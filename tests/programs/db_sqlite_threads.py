@@ -1,4 +1,6 @@
-"""Threads, each with its own sqlite3 connection to one database file."""
+"""Threads, each with its own sqlite3 connection to one database file.  Each
+also reads through cursors of its own class (made by a factory), whose
+handles come with their first call, while the other threads make cursors."""
 import sqlite3
 import sys
 import threading
@@ -14,9 +16,18 @@ def say(line):
     sys.stdout.write(line + "\n")   # one write: whole lines, whatever the threads do
 
 
+class Probe(sqlite3.Cursor):
+    def __init__(self, conn, k):
+        super().__init__(conn)
+        self.k = k
+
+
 def worker(k):
     conn = sqlite3.connect(path, timeout=60)
     for n in range(5):
+        probe = conn.cursor(lambda c: Probe(c, k))
+        seen = probe.execute("select count(*) from events where worker = ?", (k,)).fetchone()
+        say(f"worker {k} probe {probe.k} sees {seen[0]} of its rows before {n}")
         with lock, conn:
             cur = conn.execute("insert into events values (?, ?, ?)", (k, n, n * n))
             say(f"worker {k} inserted {n}: rowcount {cur.rowcount}, lastrowid "
