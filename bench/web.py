@@ -19,7 +19,8 @@ from round to round:
 Of each recording: its size per 1,000 requests served, bytes per event by
 function, the compression ratio, and the wall time of replaying its busiest
 worker (`retrace replay TRACE --pid PID`) against that worker's recorded
-lifetime and throughput.
+lifetime and throughput. With valgrind, one worker per app and mode also
+runs under callgrind: its instructions per request, per thread.
 """
 import contextlib
 import dataclasses
