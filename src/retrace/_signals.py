@@ -43,10 +43,12 @@ def _on_signal(signum, frame):
     if mode == "off" or handler is None:
         return handler(signum, frame) if handler else None
     depth = _engine.swap_disabled(0)
+    collector = _engine.swap_program_code(True)   # even inside a collection (_gc.py)
     try:
         _event(signum, depth > 0)
         return handler(signum, frame)
     finally:
+        _engine.swap_program_code(collector)
         _engine.swap_disabled(depth)
 
 
