@@ -86,6 +86,7 @@ typedef struct {
     rt_buf scratch;      /* the record being encoded */
     int collecting;      /* > 0: the thread runs code of the cyclic garbage collector */
     int program;         /* ... but now the program's own (a signal handler inside it) */
+    int in_gc;           /* a collection of this thread entered the collector's context */
     int outside_disabled;    /* the thread's state when the collector began */
     rt_frame outside_frame;
     rt_buf other_scratch;    /* the collector's scratch outside a collection, and back */
@@ -1862,12 +1863,15 @@ swap_disabled(PyObject *Py_UNUSED(m), PyObject *arg)
 static PyObject *
 gc_start(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs < 1 || !PyUnicode_Check(args[0]) ||
+    if (g_mode == MODE_OFF || nargs < 1 || !PyUnicode_Check(args[0]) ||
         PyUnicode_CompareWithASCIIString(args[0], "start") != 0)
         Py_RETURN_NONE;
     if (!thread_alloc())
         return PyErr_NoMemory();
-    collector_enter(t_state);
+    if (!t_state->in_gc) {
+        t_state->in_gc = 1;
+        collector_enter(t_state);
+    }
     /* a callback the program appended since runs inside the collection too */
     Py_ssize_t n = PyList_GET_SIZE(g_gc_callbacks);
     if (n == 0 || PyList_GET_ITEM(g_gc_callbacks, n - 1) != g_gc_stop) {
@@ -1887,9 +1891,11 @@ gc_start(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 gc_stop(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs >= 1 && PyUnicode_Check(args[0]) &&
-        PyUnicode_CompareWithASCIIString(args[0], "stop") == 0 && t_state)
+    if (nargs >= 1 && PyUnicode_Check(args[0]) && t_state && t_state->in_gc &&
+        PyUnicode_CompareWithASCIIString(args[0], "stop") == 0) {
+        t_state->in_gc = 0;
         collector_leave(t_state);
+    }
     Py_RETURN_NONE;
 }
 
