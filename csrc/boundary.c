@@ -13,6 +13,7 @@
  *   'K' varint tid, varint fid, varint callback, value (args, kwargs)
  *        a callback made by the external call `fid` that is in progress
  *   'E' value                          the end of the run (a dict)
+ *   'X' varint reason, varint limit    the recording was cut here (stream.c)
  *
  * Work done by Retrace itself, and calls made while an external call is in
  * progress, run with the boundary disabled for that thread: they execute
@@ -96,6 +97,7 @@ static int g_mode = MODE_OFF;
 static PyObject *g_divergence_exc; /* the first divergence, raised again on every later call */
 static uint64_t g_event_index;      /* CALL records recorded or replayed so far */
 static int g_live_outputs;          /* replay: output calls run live, recorded ones are skipped */
+static int g_refuse;                /* a debugger's throwaway process: external calls raise */
 static rt_thread *g_ender;          /* the thread that ended the recording */
 static uint64_t g_next_fid = 1;
 static uint64_t g_next_tid;
@@ -105,6 +107,7 @@ static PyObject *g_registry;        /* name -> Boundary, for replay lookups */
 static PyObject *g_divergence;      /* callable building a ReplayDivergence */
 static PyObject *g_signal_event;    /* the Boundary of "a signal handler ran here" */
 static PyObject *g_signal_deliver;  /* replay: runs the recorded handler (_signals.py) */
+static PyObject *g_redact;          /* recording: redact(value) -> value to record, or NULL */
 
 /* Replay: recorded fid -> its recorded name and the Boundary of that name in
  * this replay (borrowed from g_registry; NULL if not intercepted here). */
@@ -153,6 +156,7 @@ thread_state(void)
     if (!t_state->has_tid && g_mode != MODE_OFF) {
         t_state->tid = g_next_tid++;
         t_state->has_tid = 1;
+        rt_stepper_thread_numbered();
     }
     return t_state;
 }
@@ -323,6 +327,20 @@ static int
 record_outcome(Boundary *self, rt_thread *t, PyObject *result)
 {
     PyObject *exc = result ? NULL : take_exception();
+    PyObject *redacted = NULL;
+    /* Payloads (str and bytes, alone or in a tuple or list) go through the
+     * user's redaction patterns. The redactor guards itself: on a bug it
+     * cuts the recording, and the record is then refused. */
+    if (g_redact && result && (PyUnicode_CheckExact(result) || PyBytes_CheckExact(result)
+                               || PyTuple_CheckExact(result) || PyList_CheckExact(result))) {
+        redacted = PyObject_CallOneArg(g_redact, result);
+        if (!redacted) {
+            if (exc)
+                restore_exception(exc);
+            return -1;
+        }
+        result = redacted;
+    }
     rt_buf *b = &t->scratch;
     rt_buf_clear(b);
     int rc = 0;
@@ -344,19 +362,21 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
         else
             t->last_event = g_event_index++;
     }
+    Py_XDECREF(redacted);
     if (exc)
         restore_exception(exc);
     return rc;
 }
 
-/* The recording cannot continue (out of memory while encoding): stop it and
- * let the application go on with the real result. */
+/* The recording cannot continue (out of memory while encoding): cut it here
+ * and let the application go on with the real result. */
 static void
 abandon_recording(void)
 {
     PyErr_WriteUnraisable(NULL);
     PySys_WriteStderr("retrace: recording stopped: could not encode an event\n");
-    g_mode = MODE_OFF;
+    if (g_writer)
+        rt_writer_cut(g_writer, RT_CUT_INTERNAL);
 }
 
 /* An output boundary, func(fd, data) -> bytes written: records the CRC-32
@@ -702,6 +722,12 @@ describe_pending(PyObject **name, PyObject **tid)
         *name = PyUnicode_FromString("<end of the recorded run>");
         return;
     }
+    if (g_pending[0] == RT_REC_CUT) {
+        char why[256];
+        rt_describe_cut(g_pending, g_pending_len, why, sizeof why);
+        *name = PyUnicode_FromFormat("<end of recording: it was cut here: %s>", why);
+        return;
+    }
     rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
     uint64_t t, fid, cbid;
     if ((g_pending[0] != 'C' && g_pending[0] != 'K') || rt_cur_varint(&c, &t) < 0 ||
@@ -918,6 +944,8 @@ replay_outcome(Boundary *self, rt_thread *t, uint64_t receiver, rt_refs *refs, u
     rt_cursor c = {g_pending + 1, g_pending + g_pending_len};
     uint64_t tid, fid, recorded_receiver = 0;
     uint8_t outcome;
+    if (g_pending[0] == RT_REC_CUT)
+        return diverge_at_pending("the recording ends before this call", self->name, t->tid);
     if (g_pending[0] != 'C')
         return diverge_at_pending("the recorded run made no further call here", self->name,
                                   t->tid);
@@ -1250,7 +1278,8 @@ collector_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargs
                PyObject *kwnames)
 {
     if (g_mode == MODE_RECORD) {
-        if (!self->collector && !self->ordered && !self->receiver && t->has_tid)
+        if (!self->collector && !self->ordered && !self->receiver && t->has_tid &&
+            !(g_writer && rt_writer_stopped(g_writer)))
             return record_call(self, t, args, nargsf, kwnames);
         t->disabled++;
         PyObject *res = call_through(self, args, nargsf, kwnames);
@@ -1301,6 +1330,10 @@ static PyObject *
 boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Boundary *self = (Boundary *)op;
+    if (g_refuse && !(t_state && t_state->disabled))
+        return PyErr_Format(PyExc_RuntimeError,
+                            "%U is an external call: the debugger does not let an evaluation "
+                            "reach the outside world or the recording", self->name);
     if (g_mode == MODE_OFF) {
         if (g_ender && t_state != g_ender && !(t_state && t_state->disabled))
             park_forever();
@@ -1313,8 +1346,12 @@ boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
         return PyErr_NoMemory();
     if (t->disabled)
         return call_through(self, args, nargsf, kwnames);
-    if (g_mode == MODE_RECORD)
+    if (g_mode == MODE_RECORD) {
+        /* A cut recording takes no more events: calls go straight through. */
+        if (g_writer && rt_writer_stopped(g_writer))
+            return call_through(self, args, nargsf, kwnames);
         return record_call(self, t, args, nargsf, kwnames);
+    }
     return replay_call(self, t, args, nargsf, kwnames);
 }
 
@@ -1501,15 +1538,20 @@ reset_state(void)
         ((Boundary *)value)->fid = 0;
 }
 
-/* start_recording(path, header: bytes) */
+/* start_recording(path, header: bytes, max_size=0, max_memory=0, flight=False) */
 static PyObject *
-start_recording(PyObject *Py_UNUSED(m), PyObject *args)
+start_recording(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
 {
+    static char *kwlist[] = {"path", "header", "max_size", "max_memory", "flight", NULL};
     PyObject *path;
     Py_buffer header;
+    unsigned long long max_size = 0, max_memory = 0;
+    int flight = 0;
     char err[512];
-    if (!PyArg_ParseTuple(args, "O&y*", PyUnicode_FSConverter, &path, &header))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O&y*|KKp", kwlist, PyUnicode_FSConverter,
+                                     &path, &header, &max_size, &max_memory, &flight))
         return NULL;
+    rt_writer_limits limits = {max_size, max_memory, flight};
     if (g_mode != MODE_OFF || g_writer || g_reader) {
         Py_DECREF(path);
         PyBuffer_Release(&header);
@@ -1517,7 +1559,8 @@ start_recording(PyObject *Py_UNUSED(m), PyObject *args)
     }
     rt_writer *w;
     Py_BEGIN_ALLOW_THREADS
-    w = rt_writer_open(PyBytes_AS_STRING(path), header.buf, (size_t)header.len, err, sizeof err);
+    w = rt_writer_open(PyBytes_AS_STRING(path), header.buf, (size_t)header.len, &limits,
+                       err, sizeof err);
     Py_END_ALLOW_THREADS
     Py_DECREF(path);
     PyBuffer_Release(&header);
@@ -1600,8 +1643,9 @@ end(PyObject *Py_UNUSED(m), PyObject *info)
         return NULL;
     }
     if (st == 0 || g_pending[0] != 'E') {
-        diverge_at_pending(st == 0 ? "the recording ends without the end of the run"
-                                   : "the replay finished while the recording continues",
+        diverge_at_pending(st == 0 || g_pending[0] == RT_REC_CUT
+                               ? "the recording ends without the end of the run"
+                               : "the replay finished while the recording continues",
                            NULL, t->tid);
         g_mode = MODE_OFF;
         return NULL;
@@ -1660,7 +1704,7 @@ mode(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 static PyObject *
 active(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
-    if (g_mode == MODE_OFF)
+    if (g_mode == MODE_OFF || (g_mode == MODE_RECORD && g_writer && rt_writer_stopped(g_writer)))
         Py_RETURN_FALSE;
     rt_thread *t = thread_state();
     return PyBool_FromLong(t && !t->disabled);
@@ -1738,6 +1782,7 @@ enter_thread(PyObject *Py_UNUSED(m), PyObject *arg)
         return PyErr_NoMemory();
     t_state->tid = tid;
     t_state->has_tid = 1;
+    rt_stepper_thread_numbered();
     Py_RETURN_NONE;
 }
 
@@ -1756,6 +1801,7 @@ leave_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
             PyErr_Clear();   /* the next thread to ask will report it */
         rt_demux_remove(t->tid, next);
     }
+    rt_stepper_thread_left();
     Py_RETURN_NONE;
 }
 
@@ -1816,6 +1862,39 @@ set_live_outputs(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
     Py_RETURN_NONE;
 }
 
+/* set_refuse(on): in a debugger's throwaway process (an inspection or the
+ * evaluation of a condition), every boundary call raises RuntimeError instead
+ * of consuming the recording or reaching the outside world. */
+static PyObject *
+set_refuse(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    g_refuse = on;
+    Py_RETURN_NONE;
+}
+
+/* ---- for the debugger's stepper (stepper.c) ------------------------------ */
+
+uint64_t
+rt_event_index(void)
+{
+    return g_event_index;
+}
+
+int
+rt_thread_suspended(void)
+{
+    return t_state && t_state->disabled;
+}
+
+int64_t
+rt_thread_number(void)
+{
+    return t_state && t_state->has_tid ? (int64_t)t_state->tid : -1;
+}
+
 static PyObject *
 set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
 {
@@ -1856,6 +1935,57 @@ swap_disabled(PyObject *Py_UNUSED(m), PyObject *arg)
     int old = t->disabled;
     t->disabled = (int)n;
     return PyLong_FromLong(old);
+}
+
+/* cut(): a bug inside Retrace stops the recording here (the caller reports
+ * it); the program goes on, its calls no longer recorded. */
+static PyObject *
+cut(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    if (g_mode == MODE_RECORD && g_writer)
+        rt_writer_cut(g_writer, RT_CUT_INTERNAL);
+    Py_RETURN_NONE;
+}
+
+/* keep(): a flight recording is written to its file now (and from then on). */
+static PyObject *
+keep(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    char err[512];
+    int rc = 0;
+    if (!g_writer) {
+        PyErr_SetString(PyExc_RuntimeError, "not recording");
+        return NULL;
+    }
+    rt_writer *w = g_writer;
+    Py_BEGIN_ALLOW_THREADS
+    rc = rt_writer_keep(w, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        PyErr_SetString(PyExc_OSError, err);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* describe_cut(record: bytes) -> why a recording was cut, for people */
+static PyObject *
+describe_cut(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_buffer rec;
+    char why[256];
+    if (PyObject_GetBuffer(arg, &rec, PyBUF_SIMPLE) < 0)
+        return NULL;
+    rt_describe_cut(rec.buf, (size_t)rec.len, why, sizeof why);
+    PyBuffer_Release(&rec);
+    return PyUnicode_FromString(why);
+}
+
+static PyObject *
+set_redactor(PyObject *Py_UNUSED(m), PyObject *fn)
+{
+    Py_XSETREF(g_redact, fn == Py_None ? NULL : Py_NewRef(fn));
+    Py_RETURN_NONE;
 }
 
 /* gc.callbacks' first and last entries: a collection starts or stops in
@@ -1995,7 +2125,14 @@ patch_type(PyObject *Py_UNUSED(m), PyObject *args)
 }
 
 static PyMethodDef boundary_methods[] = {
-    {"start_recording", start_recording, METH_VARARGS, "start_recording(path, header)"},
+    {"start_recording", (PyCFunction)(void (*)(void))start_recording,
+     METH_VARARGS | METH_KEYWORDS,
+     "start_recording(path, header, max_size=0, max_memory=0, flight=False)"},
+    {"cut", cut, METH_NOARGS, "an internal error stops the recording here"},
+    {"keep", keep, METH_NOARGS, "write a flight recording to its file now"},
+    {"describe_cut", describe_cut, METH_O, "describe_cut(record) -> why the recording was cut"},
+    {"set_redactor", set_redactor, METH_O,
+     "set_redactor(fn or None): fn(value) -> what to record of a str/bytes/tuple/list result"},
     {"open_replay", open_replay, METH_O, "open_replay(path) -> header bytes"},
     {"start_replay", start_replay, METH_NOARGS, "start replaying the opened trace"},
     {"end", end, METH_O, "end(info): the run ends here; returns the recorded info in replay"},
@@ -2022,6 +2159,8 @@ static PyMethodDef boundary_methods[] = {
      "write_all(fd, data): write it all without releasing the GIL"},
     {"set_live_outputs", set_live_outputs, METH_NOARGS,
      "output boundaries run live; the recorded output calls are skipped"},
+    {"set_refuse", set_refuse, METH_O,
+     "set_refuse(on): every boundary call raises (a debugger's throwaway process)"},
     {"spawn_thread", spawn_thread, METH_NOARGS, "the trace number of a thread about to start"},
     {"enter_thread", enter_thread, METH_O, "enter_thread(tid): this thread is number tid"},
     {"leave_thread", leave_thread, METH_NOARGS, "this thread made its last event"},

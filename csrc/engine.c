@@ -45,7 +45,7 @@ engine_write_records(PyObject *Py_UNUSED(m), PyObject *args)
     char err[512];
     if (!PyArg_ParseTuple(args, "sy*O!", &path, &header, &PyList_Type, &records))
         return NULL;
-    rt_writer *w = rt_writer_open(path, header.buf, (size_t)header.len, err, sizeof err);
+    rt_writer *w = rt_writer_open(path, header.buf, (size_t)header.len, NULL, err, sizeof err);
     PyBuffer_Release(&header);
     if (!w) {
         PyErr_SetString(PyExc_OSError, err);
@@ -175,7 +175,8 @@ PyInit__engine(void)
     if (!m)
         return NULL;
     if (PyModule_AddIntConstant(m, "FORMAT_VERSION", RT_FORMAT_VERSION) < 0 ||
-        rt_codec_add_types(m) < 0 || rt_boundary_init(m) < 0 || rt_handles_init(m) < 0) {
+        rt_codec_add_types(m) < 0 || rt_boundary_init(m) < 0 || rt_handles_init(m) < 0 ||
+        rt_stepper_init(m) < 0 || rt_ckpt_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -5,6 +5,9 @@
  *   stream.c    chunked trace file: background writer thread and mmap reader
  *   boundary.c  boundary wrappers, record/replay of calls, divergence checks
  *   handles.c   external objects (handles, stand-ins) and callbacks into the program
+ *   demux.c     replay thread demultiplexer: one thread runs at a time
+ *   stepper.c   the debugger's position counter and stop rules (a C trace function)
+ *   checkpoint.c  a replay process under the debugger: protocol, paused copies (forks)
  *   engine.c    the Python module: exported functions and module state
  */
 #ifndef RETRACE_H
@@ -103,23 +106,63 @@ PyObject *rt_decode_refs(rt_cursor *in, PyObject *refs);
 #define RT_CHUNK_ZLIB 1u              /* chunk flag: payload is zlib-compressed */
 #define RT_FLUSH_INTERVAL_MS 100
 
+/* Record kinds the stream layer itself knows (the others: boundary.c). */
+#define RT_REC_END 'E'                /* the end of the run */
+#define RT_REC_CUT 'X'                /* the recording stops here: varint reason, varint limit */
+
+/* Why a recording was cut (the reason in an RT_REC_CUT record). */
+enum {
+    RT_CUT_SIZE = 1,       /* the file reached RETRACE_MAX_SIZE */
+    RT_CUT_MEMORY = 2,     /* the writer fell behind: the backlog reached RETRACE_MAX_MEMORY */
+    RT_CUT_FLIGHT = 3,     /* the flight recorder's memory (RETRACE_FLIGHT) is full */
+    RT_CUT_INTERNAL = 4,   /* a bug inside Retrace: the recording was stopped */
+};
+
+#define RT_DEFAULT_MAX_MEMORY (64u << 20)
+
+typedef struct {
+    uint64_t max_size;     /* bytes the file may reach (0: no limit) */
+    uint64_t max_memory;   /* records waiting for the writer (0: RT_DEFAULT_MAX_MEMORY) */
+    int flight;            /* keep the chunks in memory, up to max_size; the file is
+                            * written only by rt_writer_keep or a fatal signal */
+} rt_writer_limits;
+
 typedef struct rt_writer rt_writer;
 
 /* Create the trace file (mode 0600, O_EXCL is not used: an existing file is
- * replaced), write the file header, start the background writer thread.
- * On failure returns NULL and writes a message into err. */
+ * replaced; in flight mode the file is created later, if ever), write the
+ * file header, start the background writer thread. limits may be NULL. On
+ * failure returns NULL and writes a message into err. */
 rt_writer *rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
-                          char *err, size_t errlen);
+                          const rt_writer_limits *limits, char *err, size_t errlen);
 
 /* Append one record (copied). Thread-safe, never blocks on I/O. Records never
- * straddle chunks. Returns -1 after a sticky I/O error (record dropped). */
+ * straddle chunks. A record that would take the trace past max_size or the
+ * backlog past max_memory cuts the recording instead: an RT_REC_CUT record is
+ * appended, one line goes to stderr, and from then on only an RT_REC_END
+ * record is accepted. Returns -1 when the record was not taken (cut, or a
+ * sticky I/O error). */
 int rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len);
+
+/* Cut the recording here (RT_CUT_INTERNAL): the caller reports why. */
+void rt_writer_cut(rt_writer *w, int reason);
+
+/* The recording was cut (or failed): appends are refused. Lock-free. */
+int rt_writer_stopped(rt_writer *w);
+
+/* Flight mode: write the file now (header and the chunks kept in memory) and
+ * go on writing to it. 0, or -1 with a message in err. */
+int rt_writer_keep(rt_writer *w, char *err, size_t errlen);
+
+/* Describe an RT_REC_CUT record for people ("cut by RETRACE_MAX_SIZE (...)"). */
+void rt_describe_cut(const uint8_t *rec, size_t len, char *out, size_t outlen);
 
 /* Write everything appended so far and wait until it reached the file. */
 int rt_writer_flush(rt_writer *w);
 
 /* Flush, stop the thread, close the file, free. Returns 0, or -1 if any
- * I/O error happened during the recording (message in err). */
+ * I/O error happened during the recording (message in err). A flight
+ * recording that was never kept is discarded: no file is created. */
 int rt_writer_close(rt_writer *w, char *err, size_t errlen);
 
 /* The first I/O error, or NULL. */
@@ -136,6 +179,8 @@ typedef struct rt_reader rt_reader;
 
 /* Open and validate the file header. NULL + message on failure. */
 rt_reader *rt_reader_open(const char *path, char *err, size_t errlen);
+/* The same over bytes in memory, which must outlive the reader (fuzzing). */
+rt_reader *rt_reader_open_bytes(const uint8_t *data, size_t size, char *err, size_t errlen);
 const uint8_t *rt_reader_header(rt_reader *r, size_t *len);
 
 /* Next record: 1 and (*rec, *len) valid until the next call; 0 at the end of
@@ -207,6 +252,60 @@ void rt_demux_abort(void);
  * without the GIL until it comes back and returns 0 (look at the next record
  * again); -1 with a message when that can never happen or takes too long. */
 int rt_demux_turn(uint64_t me, uint64_t owner, char *err, size_t errlen);
+
+/* ---- boundary.c, for the debugger ------------------------------------- */
+
+uint64_t rt_event_index(void);       /* boundary events consumed so far */
+int rt_thread_suspended(void);       /* the boundary is switched off for this thread */
+int64_t rt_thread_number(void);      /* this thread's trace number, or -1 */
+
+/* ---- stepper.c -------------------------------------------------------- */
+
+/* Adds the debug_* functions of the replay process to the module. */
+int rt_stepper_init(PyObject *module);
+/* boundary.c: the calling thread got its trace number (trace it from now on),
+ * or made its last event. */
+void rt_stepper_thread_numbered(void);
+void rt_stepper_thread_left(void);
+/* One command line of the controller ("run ...", "bps ...", "line ...").
+ * 1: resume running, 0: done, -1: bad command (message in err). */
+int rt_stepper_configure(char *line, char *err, size_t errlen);
+/* The position as JSON members (step, k, event, ended, forkable). */
+void rt_stepper_describe(rt_buf *json);
+/* The current line event (after the end: the number of line events). */
+uint64_t rt_stepper_step(void);
+/* Only this thread exists: a fork of the process can go on replaying. */
+int rt_stepper_forkable(void);
+
+/* ---- checkpoint.c ----------------------------------------------------- */
+
+int rt_ckpt_init(PyObject *module);
+/* Every 1024 line events while running: fork a checkpoint when due (every
+ * ckpt_ns of running, if forkable), read a pause request (returns 1). */
+int rt_ckpt_tick(uint64_t ckpt_ns);
+/* Send the stop (a JSON object) and serve the controller until it asks to
+ * run again (the run spec is then set). */
+void rt_ckpt_pause(rt_buf *stop);
+/* Test a breakpoint in a throwaway fork: its condition (may be NULL) and
+ * log message (may be NULL) evaluated in frame. 1 true, 0 false, -1 error;
+ * the message or error text goes to out. */
+int rt_ckpt_test(PyObject *frame, const char *cond, const char *log, char *out, size_t outlen);
+/* Send a JSON message to the controller. */
+void rt_ckpt_send(rt_buf *json);
+/* Send a logpoint's message to the controller. */
+void rt_ckpt_log(int bp_id, const char *text);
+
+/* JSON members for the protocol; strings are escaped, str objects are
+ * encoded without allocating. */
+void rt_json_open(rt_buf *b);
+void rt_json_close(rt_buf *b);
+void rt_json_int(rt_buf *b, const char *key, long long v);
+void rt_json_str(rt_buf *b, const char *key, const char *s);
+void rt_json_unicode(rt_buf *b, const char *key, PyObject *s);
+void rt_json_key(rt_buf *b, const char *key);   /* then raw text with rt_buf_put */
+/* The UTF-8 of a str into buf (NUL-terminated) without allocating; the
+ * length, or -1 if it is not a str or does not fit. */
+Py_ssize_t rt_utf8_into(PyObject *s, char *buf, size_t cap);
 
 /* ---- engine.c --------------------------------------------------------- */
 

@@ -7,6 +7,13 @@
  * (double buffering), compresses it and writes it, so recording never waits
  * for the disk. The thread never touches the Python API.
  *
+ * Limits: a record that would take the file past max_size, or the backlog
+ * of records waiting for the thread past max_memory, cuts the recording: a
+ * cut record ends the trace, one line goes to stderr, and only the end record
+ * is taken after it. The application is never blocked and memory stays
+ * bounded. Flight mode keeps the chunks in memory (bounded by max_size) and
+ * writes the file only when asked to (rt_writer_keep) or on a fatal signal.
+ *
  * Fatal signals: while recording, a handler writes what is still pending
  * before the process dies (see "fatal signals" below).
  *
@@ -34,9 +41,14 @@
 #define FILE_HEADER_FIXED 16          /* magic, version, header_len */
 #define CHUNK_HEADER_LEN 36
 #define CHUNK_TARGET (1u << 20)       /* hand the active chunk over at 1 MiB */
-#define MEMORY_CAP (64u << 20)        /* backlog beyond which records are dropped */
 #define MAX_RAW_LEN (1u << 30)        /* reader: a larger chunk is corrupt */
 #define VARINT_MAX 10
+#define CUT_RECORD_MAX (1 + 2 * VARINT_MAX)
+/* Room kept below max_size for the cut record and its chunk. */
+#define CUT_RESERVE (CHUNK_HEADER_LEN + VARINT_MAX + CUT_RECORD_MAX)
+/* Tests only: the writer thread sleeps this long before each chunk, so that
+ * it falls behind (docs/security.md). */
+#define TEST_DELAY_ENV "RETRACE_TEST_WRITER_DELAY_MS"
 
 static void
 put_le32(uint8_t *p, uint32_t v)
@@ -87,15 +99,28 @@ struct rt_writer {
     pthread_cond_t wake;      /* to the thread: work to do (CLOCK_MONOTONIC) */
     pthread_cond_t flushed;   /* from the thread: flush_done advanced */
 
+    uint64_t max_size;        /* 0: none */
+    uint64_t max_memory;
+    int flight;
+    long test_delay_ms;
+
     /* Guarded by mu. */
     rt_buf active;            /* records appended since the last hand-over */
     uint32_t active_count;
     uint64_t next_index;      /* global index of the first record in active */
     uint64_t flush_req;       /* flush requests made ... */
     uint64_t flush_done;      /* ... and completed */
-    uint64_t dropped;         /* records refused because of MEMORY_CAP */
+    uint64_t file_bytes;      /* in the file (or the flight image) so far */
+    uint64_t inflight;        /* raw bytes of the chunk being written */
+    int cut;                  /* RT_CUT_*: only the end record goes in now */
     int stop;
     int failed;               /* sticky; error[] is final once this is set */
+    atomic_int stopped;       /* cut or failed, for lock-free checks */
+
+    /* Flight mode: fd is -1 until the file is kept; until then the writer
+     * thread appends the chunks to image, which the file will start with. */
+    rt_buf head;              /* the file header */
+    rt_buf image;
 
     /* For the fatal signal handler. */
     atomic_int io_state;      /* CHUNK_* */
@@ -141,10 +166,23 @@ put_chunk_header(uint8_t h[CHUNK_HEADER_LEN], uint32_t flags, const uint8_t *pay
     put_le32(h + 32, (uint32_t)crc32(0, h, 32));
 }
 
-/* Compress w->spare (best effort) and write it as one chunk. Runs on the
- * writer thread without the mutex. */
+/* Write to the file, or in flight mode keep in memory. */
 static int
-write_chunk(rt_writer *w, uint32_t count, uint64_t first)
+emit(rt_writer *w, const void *p, size_t n)
+{
+    if (w->fd >= 0)
+        return write_all(w->fd, p, n);
+    if (rt_buf_put(&w->image, p, n) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
+    return 0;
+}
+
+/* Compress w->spare (best effort) and write it as one chunk; *size is what
+ * the chunk takes in the file. Runs on the writer thread without the mutex. */
+static int
+write_chunk(rt_writer *w, uint32_t count, uint64_t first, size_t *size)
 {
     const uint8_t *payload = w->spare.data;
     size_t raw_len = w->spare.len;
@@ -165,9 +203,18 @@ write_chunk(rt_writer *w, uint32_t count, uint64_t first)
 
     uint8_t h[CHUNK_HEADER_LEN];
     put_chunk_header(h, flags, payload, stored_len, raw_len, count, first);
-    if (write_all(w->fd, h, sizeof h) < 0 || write_all(w->fd, payload, stored_len) < 0)
+    *size = CHUNK_HEADER_LEN + stored_len;
+    if (emit(w, h, sizeof h) < 0 || emit(w, payload, stored_len) < 0)
         return -1;
     return 0;
+}
+
+/* Sleep about ms milliseconds. nanosleep is async-signal-safe. */
+static void
+nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 static void *
@@ -198,25 +245,32 @@ writer_main(void *arg)
             w->spare = full;
             w->active_count = 0;
             w->next_index += count;
+            w->inflight = full.len;
             atomic_store(&w->io_state, CHUNK_WRITING);
             pthread_mutex_unlock(&w->mu);
 
-            int rc = write_chunk(w, count, first);
+            if (w->test_delay_ms > 0)
+                nap_ms(w->test_delay_ms);
+            size_t size = 0;
+            int rc = write_chunk(w, count, first, &size);
             if (rc < 0)
-                describe_failure(w, "writing", errno);
+                describe_failure(w, w->fd >= 0 ? "writing" : "keeping in memory", errno);
             atomic_store(&w->io_state, rc < 0 ? CHUNK_BROKEN : CHUNK_IDLE);
             rt_buf_clear(&w->spare);
             /* A burst of large records must not pin three buffers of up
-             * to MEMORY_CAP for the rest of the run. */
+             * to max_memory for the rest of the run. */
             if (w->spare.cap > 4 * CHUNK_TARGET) {
                 rt_buf_free(&w->spare);
                 rt_buf_free(&w->zbuf);
             }
 
             pthread_mutex_lock(&w->mu);
+            w->file_bytes += size;
+            w->inflight = 0;
             if (rc < 0) {
                 /* From now on appends are refused; drop what is pending. */
                 w->failed = 1;
+                atomic_store(&w->stopped, 1);
                 rt_buf_free(&w->active);
                 w->active_count = 0;
             }
@@ -236,6 +290,8 @@ writer_free(rt_writer *w)
     rt_buf_free(&w->active);
     rt_buf_free(&w->spare);
     rt_buf_free(&w->zbuf);
+    rt_buf_free(&w->head);
+    rt_buf_free(&w->image);
     free(w->path);
     free(w);
 }
@@ -280,9 +336,46 @@ install_fork_handlers(void)
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+/* Create the trace file, private (0600): -1 with errno on failure. Only
+ * async-signal-safe calls: the fatal signal handler creates a flight
+ * recording's file. O_CREAT's mode does not apply to a file that already
+ * exists; and only a regular file is ours to chmod, never /dev/null or a FIFO. */
+static int
+create_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) < 0 || (S_ISREG(st.st_mode) && fchmod(fd, 0600) < 0))) {
+        int errnum = errno;
+        close(fd);
+        errno = errnum;
+        return -1;
+    }
+    return fd;
+}
+
+/* Flight mode: create the file and write what was kept in memory. Called
+ * with mu held while no chunk is being written. */
+static int
+keep_image(rt_writer *w)
+{
+    int fd = create_private(w->path);
+    if (fd < 0)
+        return -1;
+    if (write_all(fd, w->head.data, w->head.len) < 0
+        || write_all(fd, w->image.data, w->image.len) < 0) {
+        int errnum = errno;
+        close(fd);
+        errno = errnum;
+        return -1;
+    }
+    w->fd = fd;
+    return 0;
+}
+
 rt_writer *
 rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
-               char *err, size_t errlen)
+               const rt_writer_limits *limits, char *err, size_t errlen)
 {
     char ebuf[128];
     if (header_len > UINT32_MAX) {
@@ -295,38 +388,43 @@ rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (w->fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
-        writer_free(w);
-        return NULL;
-    }
+    w->fd = -1;
+    rt_writer_limits none = {0};
+    limits = limits ? limits : &none;
+    w->max_size = limits->max_size;
+    w->max_memory = limits->max_memory ? limits->max_memory : RT_DEFAULT_MAX_MEMORY;
+    w->flight = limits->flight;
+    const char *delay = getenv(TEST_DELAY_ENV);
+    w->test_delay_ms = delay ? strtol(delay, NULL, 10) : 0;
 
-    /* O_CREAT's mode does not apply to a file that already exists. Only a
-     * regular file is ours to chmod: never change /dev/null or a FIFO. */
-    struct stat st;
-    if (fstat(w->fd, &st) < 0 || (S_ISREG(st.st_mode) && fchmod(w->fd, 0600) < 0)) {
-        snprintf(err, errlen, "cannot make %s private: %s",
-                 path, strerror_r(errno, ebuf, sizeof ebuf));
-        goto fail;
-    }
-
-    rt_buf h = {0};
-    int rc = rt_buf_put(&h, RT_FILE_MAGIC, 8);
-    rc |= rt_buf_put_u32(&h, RT_FORMAT_VERSION);
-    rc |= rt_buf_put_u32(&h, (uint32_t)header_len);
-    rc |= rt_buf_put(&h, header, header_len);
-    rc |= rt_buf_put_u32(&h, (uint32_t)crc32(0, header, (uInt)header_len));
+    int rc = rt_buf_put(&w->head, RT_FILE_MAGIC, 8);
+    rc |= rt_buf_put_u32(&w->head, RT_FORMAT_VERSION);
+    rc |= rt_buf_put_u32(&w->head, (uint32_t)header_len);
+    rc |= rt_buf_put(&w->head, header, header_len);
+    rc |= rt_buf_put_u32(&w->head, (uint32_t)crc32(0, header, (uInt)header_len));
     if (rc < 0) {
-        rt_buf_free(&h);
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    rc = write_all(w->fd, h.data, h.len);
-    rt_buf_free(&h);
-    if (rc < 0) {
-        snprintf(err, errlen, "writing %s failed: %s", path, strerror_r(errno, ebuf, sizeof ebuf));
+    w->file_bytes = w->head.len;
+    if (w->max_size && w->file_bytes + CUT_RESERVE > w->max_size) {
+        snprintf(err, errlen, "the size limit of %llu bytes is smaller than the trace header "
+                 "(%llu bytes)", (unsigned long long)w->max_size,
+                 (unsigned long long)w->file_bytes);
         goto fail;
+    }
+    if (!limits->flight) {
+        w->fd = create_private(path);
+        if (w->fd < 0) {
+            snprintf(err, errlen, "cannot create %s: %s", path,
+                     strerror_r(errno, ebuf, sizeof ebuf));
+            goto fail;
+        }
+        if (write_all(w->fd, w->head.data, w->head.len) < 0) {
+            snprintf(err, errlen, "writing %s failed: %s", path,
+                     strerror_r(errno, ebuf, sizeof ebuf));
+            goto fail;
+        }
     }
 
     pthread_mutex_init(&w->mu, NULL);
@@ -363,43 +461,160 @@ rt_writer_open(const char *path, const uint8_t *header, size_t header_len,
     return w;
 
 fail:
-    close(w->fd);
+    if (w->fd >= 0)
+        close(w->fd);
     writer_free(w);
     return NULL;
 }
 
 static void die_after_append(rt_writer *w, int sig);
 
+/* Append one record to the active buffer, with mu held. -1: out of memory. */
+static int
+put_record(rt_writer *w, const uint8_t *rec, size_t len)
+{
+    size_t old = w->active.len;
+    if (rt_buf_put_varint(&w->active, len) < 0 || rt_buf_put(&w->active, rec, len) < 0) {
+        w->active.len = old;   /* no half-written record */
+        return -1;
+    }
+    w->active_count++;
+    if (old < CHUNK_TARGET && w->active.len >= CHUNK_TARGET)
+        pthread_cond_signal(&w->wake);
+    return 0;
+}
+
+/* The cut record: kind, reason, limit. Returns its length. */
+static size_t
+make_cut_record(uint8_t rec[CUT_RECORD_MAX], int reason, uint64_t limit)
+{
+    rt_buf b = {rec, 0, CUT_RECORD_MAX};
+    rt_buf_put_u8(&b, RT_REC_CUT);
+    rt_buf_put_varint(&b, (uint64_t)reason);
+    rt_buf_put_varint(&b, limit);
+    return b.len;
+}
+
+/* End the recorded events here: append the cut record, with mu held. Were
+ * even its few bytes not available, the trace would end at the previous
+ * record, which a reader sees as an end without a marker. The line for
+ * stderr is left in note, to be written once mu is released. */
+static void
+cut_locked(rt_writer *w, int reason, uint64_t limit, char *note, size_t notelen)
+{
+    uint8_t rec[CUT_RECORD_MAX];
+    size_t len = make_cut_record(rec, reason, limit);
+    put_record(w, rec, len);
+    w->cut = reason;
+    atomic_store(&w->stopped, 1);
+    if (note) {
+        char why[256];
+        rt_describe_cut(rec, len, why, sizeof why);
+        snprintf(note, notelen, "retrace: recording stopped: %s; the trace keeps everything "
+                 "before this point and the program goes on unrecorded\n", why);
+    }
+}
+
+/* Whether a record of len bytes fits in the limits; if not, the recording
+ * is cut (see cut_locked). */
+static int
+fits(rt_writer *w, size_t len, char *note, size_t notelen)
+{
+    uint64_t need = VARINT_MAX + (uint64_t)len;
+    if (w->active.len + need > w->max_memory) {
+        cut_locked(w, RT_CUT_MEMORY, w->max_memory, note, notelen);
+        return 0;
+    }
+    /* Written chunks count as stored, those not yet written as raw: the
+     * file never outgrows max_size (the end record aside). */
+    if (w->max_size && w->file_bytes + 2 * CHUNK_HEADER_LEN + w->inflight + w->active.len
+                           + need + CUT_RESERVE > w->max_size) {
+        cut_locked(w, w->flight ? RT_CUT_FLIGHT : RT_CUT_SIZE, w->max_size, note, notelen);
+        return 0;
+    }
+    return 1;
+}
+
 int
 rt_writer_append(rt_writer *w, const uint8_t *rec, size_t len)
 {
+    char note[512];
+    note[0] = '\0';      /* not "= {0}": zeroing 512 bytes per record shows */
     int rc = -1;
+    int is_end = len > 0 && rec[0] == RT_REC_END;
     pthread_mutex_lock(&w->mu);
     atomic_store(&w->appender, pthread_self());
     atomic_store(&w->appending, 1);
-    size_t old = w->active.len;
-    if (w->failed) {
+    if (w->failed || (w->cut && !is_end)) {
         /* Recording stopped: the record is discarded. */
     }
-    else if (len > MEMORY_CAP || old + VARINT_MAX + len > MEMORY_CAP) {
-        w->dropped++;
-    }
-    else if (rt_buf_put_varint(&w->active, len) < 0 || rt_buf_put(&w->active, rec, len) < 0) {
-        w->active.len = old;   /* no half-written record */
-        w->dropped++;
-    }
-    else {
-        w->active_count++;
-        if (old < CHUNK_TARGET && w->active.len >= CHUNK_TARGET)
-            pthread_cond_signal(&w->wake);
-        rc = 0;
+    else if (w->cut || fits(w, len, note, sizeof note) || is_end) {
+        /* The end record goes in after a cut too: it says how the run ended. */
+        rc = put_record(w, rec, len);
+        if (rc < 0 && !w->cut)
+            cut_locked(w, RT_CUT_MEMORY, 0, note, sizeof note);
     }
     atomic_store(&w->appending, 0);
     pthread_mutex_unlock(&w->mu);
+    if (note[0]) {
+        /* Nothing useful can be done if stderr itself fails. */
+        ssize_t n = write(STDERR_FILENO, note, strlen(note));
+        (void)n;
+    }
     int sig = atomic_load(&w->deferred_signal);
     if (sig)
         die_after_append(w, sig);
     return rc;
+}
+
+void
+rt_writer_cut(rt_writer *w, int reason)
+{
+    pthread_mutex_lock(&w->mu);
+    if (!w->cut && !w->failed)
+        cut_locked(w, reason, 0, NULL, 0);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int
+rt_writer_stopped(rt_writer *w)
+{
+    return atomic_load(&w->stopped);
+}
+
+void
+rt_describe_cut(const uint8_t *rec, size_t len, char *out, size_t outlen)
+{
+    rt_cursor c = {rec + 1, rec + len};
+    uint64_t reason = 0, limit = 0;
+    if (len < 1 || rec[0] != RT_REC_CUT || rt_cur_varint(&c, &reason) < 0
+        || rt_cur_varint(&c, &limit) < 0) {
+        snprintf(out, outlen, "the recording was cut (malformed cut record)");
+        return;
+    }
+    unsigned long long n = (unsigned long long)limit;
+    switch (reason) {
+    case RT_CUT_SIZE:
+        snprintf(out, outlen, "the trace reached its size limit (RETRACE_MAX_SIZE, %llu bytes)", n);
+        break;
+    case RT_CUT_MEMORY:
+        if (n)
+            snprintf(out, outlen, "the trace writer fell behind: more than %llu bytes were "
+                     "waiting to be written (RETRACE_MAX_MEMORY)", n);
+        else
+            snprintf(out, outlen, "out of memory for the records waiting to be written");
+        break;
+    case RT_CUT_FLIGHT:
+        snprintf(out, outlen, "the flight recorder's memory (RETRACE_FLIGHT, %llu bytes) is "
+                 "full: it keeps the start of the run", n);
+        break;
+    case RT_CUT_INTERNAL:
+        snprintf(out, outlen, "an internal error in Retrace stopped the recording "
+                 "(reported on stderr when recording)");
+        break;
+    default:
+        snprintf(out, outlen, "the recording was cut (unknown reason %llu)", n ? n : reason);
+    }
 }
 
 int
@@ -434,7 +649,7 @@ rt_writer_close(rt_writer *w, char *err, size_t errlen)
         pthread_cond_destroy(&w->flushed);
         pthread_cond_destroy(&w->wake);
         pthread_mutex_destroy(&w->mu);
-        if (!w->failed && fsync(w->fd) < 0 && errno != EINVAL) {
+        if (!w->failed && w->fd >= 0 && fsync(w->fd) < 0 && errno != EINVAL) {
             /* EINVAL: a pipe or device that cannot be synced; nothing lost. */
             describe_failure(w, "syncing", errno);
             w->failed = 1;
@@ -443,19 +658,46 @@ rt_writer_close(rt_writer *w, char *err, size_t errlen)
     else {
         rt_writer_uninstall_fatal_handlers(w);
     }
-    if (close(w->fd) < 0 && !w->failed) {
+    if (w->fd >= 0 && close(w->fd) < 0 && !w->failed) {
         describe_failure(w, "closing", errno);
         w->failed = 1;
     }
 
-    int rc = w->failed || w->dropped ? -1 : 0;
-    if (w->dropped)
-        snprintf(err, errlen, "%s%s%llu records dropped: the writer fell behind "
-                 "(more than 64 MiB waiting)", w->failed ? w->error : "",
-                 w->failed ? "; " : "", (unsigned long long)w->dropped);
-    else if (w->failed)
+    int rc = w->failed ? -1 : 0;
+    if (w->failed)
         snprintf(err, errlen, "%s", w->error);
     writer_free(w);
+    return rc;
+}
+
+int
+rt_writer_keep(rt_writer *w, char *err, size_t errlen)
+{
+    if (getpid() != w->owner) {
+        snprintf(err, errlen, "a forked child cannot keep its parent's flight recording");
+        return -1;
+    }
+    pthread_mutex_lock(&w->mu);
+    /* Holding mu, the thread cannot start a chunk; wait for one in progress. */
+    while (atomic_load(&w->io_state) == CHUNK_WRITING) {
+        pthread_mutex_unlock(&w->mu);
+        nap_ms(1);
+        pthread_mutex_lock(&w->mu);
+    }
+    int rc = 0;
+    if (!w->failed && w->fd < 0) {
+        if (keep_image(w) < 0) {
+            describe_failure(w, "creating", errno);
+            w->failed = 1;
+            atomic_store(&w->stopped, 1);
+        }
+        rt_buf_free(&w->image);
+    }
+    if (w->failed) {
+        snprintf(err, errlen, "%s", w->error);
+        rc = -1;
+    }
+    pthread_mutex_unlock(&w->mu);
     return rc;
 }
 
@@ -495,14 +737,6 @@ static int fatal_ours[N_FATAL];               /* we installed a handler */
 static char fatal_altstack[1 << 16];
 static int fatal_altstack_used;
 
-/* Sleep about 1 ms. nanosleep is async-signal-safe. */
-static void
-nap(void)
-{
-    struct timespec ts = {0, 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 /* Write the active buffer as one uncompressed chunk. Runs in a signal
  * handler, so it must neither block forever nor allocate:
  *
@@ -524,12 +758,16 @@ flush_on_signal(rt_writer *w)
     for (int i = 0; i < 100 && !locked; i++) {
         locked = pthread_mutex_trylock(&w->mu) == 0;
         if (!locked)
-            nap();
+            nap_ms(1);
     }
     if (!locked)
         return;
     for (int i = 0; i < 1000 && atomic_load(&w->io_state) == CHUNK_WRITING; i++)
-        nap();
+        nap_ms(1);
+    /* A flight recording is kept when the process dies from a signal. */
+    if (atomic_load(&w->io_state) == CHUNK_IDLE && !w->failed && w->fd < 0
+        && keep_image(w) < 0)
+        atomic_store(&w->io_state, CHUNK_BROKEN);
     if (atomic_load(&w->io_state) == CHUNK_IDLE && !w->failed && w->active_count > 0) {
         uint8_t h[CHUNK_HEADER_LEN];
         put_chunk_header(h, 0, w->active.data, w->active.len, w->active.len,
@@ -651,6 +889,7 @@ rt_writer_uninstall_fatal_handlers(rt_writer *w)
 struct rt_reader {
     const uint8_t *map;
     size_t size;
+    int mapped;               /* map is ours to munmap */
     const uint8_t *header;
     size_t header_len;
     size_t off;               /* offset of the next chunk */
@@ -736,14 +975,24 @@ rt_reader_open(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "cannot map %s: %s", path, strerror_r(errnum, ebuf, sizeof ebuf));
         return NULL;
     }
+    rt_reader *r = rt_reader_open_bytes(map, (size_t)st.st_size, err, errlen);
+    if (r)
+        r->mapped = 1;
+    else
+        munmap(map, (size_t)st.st_size);
+    return r;
+}
+
+rt_reader *
+rt_reader_open_bytes(const uint8_t *data, size_t size, char *err, size_t errlen)
+{
     rt_reader *r = calloc(1, sizeof *r);
     if (!r) {
-        munmap(map, (size_t)st.st_size);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    r->map = map;
-    r->size = (size_t)st.st_size;
+    r->map = data;
+    r->size = size;
     r->truncated = -1;
     if (check_file_header(r, err, errlen) < 0) {
         rt_reader_close(r);
@@ -792,6 +1041,8 @@ load_chunk(rt_reader *r)
         return corrupt(r, "raw length %u exceeds the limit of %u", raw_len, MAX_RAW_LEN);
     if (!(flags & RT_CHUNK_ZLIB) && stored_len != raw_len)
         return corrupt(r, "stored length %u differs from raw length %u", stored_len, raw_len);
+    if ((flags & RT_CHUNK_ZLIB) && raw_len == 0)
+        return corrupt(r, "compressed chunk with an empty payload");
     if (stored_len > left - CHUNK_HEADER_LEN) {
         r->truncated = (int64_t)r->off;
         return 0;
@@ -878,7 +1129,8 @@ rt_reader_chunk_count(rt_reader *r)
 void
 rt_reader_close(rt_reader *r)
 {
-    munmap((void *)r->map, r->size);
+    if (r->mapped)
+        munmap((void *)r->map, r->size);
     rt_buf_free(&r->raw);
     free(r);
 }

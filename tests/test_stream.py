@@ -32,10 +32,17 @@ CHUNK_ZLIB = 1
 CHUNK_HEADER = struct.Struct("<IIIIIQII")  # 36 bytes
 FLUSH_INTERVAL = 0.1
 
+
+
+class Limits(ctypes.Structure):
+    _fields_ = [("max_size", ctypes.c_uint64), ("max_memory", ctypes.c_uint64),
+                ("flight", ctypes.c_int)]
+
+
 _lib = ctypes.CDLL(_engine.__file__)
 _lib.rt_writer_open.restype = ctypes.c_void_p
 _lib.rt_writer_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
-                                ctypes.c_char_p, ctypes.c_size_t]
+                                ctypes.POINTER(Limits), ctypes.c_char_p, ctypes.c_size_t]
 _lib.rt_writer_append.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
 _lib.rt_writer_flush.argtypes = [ctypes.c_void_p]
 _lib.rt_writer_close.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
@@ -55,9 +62,10 @@ _lib.rt_reader_close.argtypes = [ctypes.c_void_p]
 class Writer:
     """The C trace writer, one record at a time."""
 
-    def __init__(self, path, header=b"HDR"):
+    def __init__(self, path, header=b"HDR", limits=None):
         err = ctypes.create_string_buffer(512)
-        self.w = _lib.rt_writer_open(os.fsencode(path), header, len(header), err, len(err))
+        self.w = _lib.rt_writer_open(os.fsencode(path), header, len(header), limits, err,
+                                     len(err))
         if not self.w:
             raise OSError(err.value.decode())
 
@@ -303,15 +311,21 @@ def test_concurrent_appends_keep_each_threads_order(tmp_path):
     assert all(seen[t] == list(range(per_thread)) for t in seen)
 
 
-def test_record_over_the_memory_cap_is_dropped_and_reported(tmp_path):
+def test_record_over_the_memory_cap_cuts_the_recording(tmp_path, capfd):
     path = tmp_path / "t.rt"
     w = Writer(path)
     assert w.append(b"before") == 0
     assert w.append(bytes(64 * 1024 * 1024 + 1)) == -1
-    assert w.append(b"after") == 0
-    assert w.error() is None       # not an I/O error
-    assert w.close() == (-1, "1 records dropped: the writer fell behind (more than 64 MiB waiting)")
-    assert read(path)[1] == [b"before", b"after"]
+    assert w.append(b"after") == -1      # no gap: nothing goes in after the cut ...
+    assert w.append(b"E-end") == 0       # ... but the end of the run
+    assert w.error() is None             # not an I/O error
+    assert w.close() == (0, "")
+    # The cut record: 'X', reason 2 (memory), the limit (64 MiB) as a varint.
+    assert read(path)[1] == [b"before", b"X\x02\x80\x80\x80\x20", b"E-end"]
+    err = capfd.readouterr().err
+    assert err == ("retrace: recording stopped: the trace writer fell behind: more than "
+                   "67108864 bytes were waiting to be written (RETRACE_MAX_MEMORY); the trace "
+                   "keeps everything before this point and the program goes on unrecorded\n")
 
 
 def test_forked_child_does_not_hang_on_the_missing_thread(tmp_path):

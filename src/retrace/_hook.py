@@ -76,6 +76,9 @@ def _record(path, target, seed):
     except OSError as exc:
         sys.stderr.write(f"retrace: not recording: cannot create {path}: {exc}\n")
         return
+    except ValueError as exc:     # a bad RETRACE_* setting
+        sys.stderr.write(f"retrace: not recording: {exc}\n")
+        return
     uncaught = []
     original_hook = sys.excepthook
 

@@ -5,11 +5,14 @@ import os
 import time
 
 from . import _engine
+from .errors import TraceCorrupt
 
 
 def _varint(data, pos):
     value = shift = 0
     while True:
+        if pos >= len(data):
+            raise TraceCorrupt(f"a record ends inside a varint: {data[:40]!r}")
         byte = data[pos]
         pos += 1
         value |= (byte & 0x7F) << shift
@@ -21,7 +24,7 @@ def _varint(data, pos):
 def summarize(path):
     header_bytes, records, truncated_at = _engine._read_records(path)
     header = _engine.decode(header_bytes)
-    names, counts, threads, end = {}, collections.Counter(), set(), None
+    names, counts, threads, end, cut = {}, collections.Counter(), set(), None, None
     for record in records:
         kind = record[:1]
         if kind == b"D":
@@ -35,6 +38,8 @@ def summarize(path):
             threads.add(tid)
         elif kind == b"E":
             end = _engine.decode(record[1:])
+        elif kind == b"X":
+            cut = {"after_event": sum(counts.values()), "why": _engine.describe_cut(record)}
     end = end or {}
     return {
         "path": os.path.abspath(path),
@@ -57,7 +62,8 @@ def summarize(path):
         "exception": end.get("exception"),
         "exit_code": end.get("exit_code"),
         "size": os.path.getsize(path),
-        "complete": bool(end) and truncated_at < 0,
+        "complete": bool(end) and truncated_at < 0 and not cut,
+        "cut": cut,
         "truncated_at": truncated_at if truncated_at >= 0 else None,
         "source_files": len(end.get("sources", {})),
         "parent": header.get("parent"),
@@ -81,7 +87,10 @@ def render(s):
         f"outcome     exit status {s['exit_code']}"
         + (f", uncaught {s['exception']}" if s["exception"] else ""),
     ]
-    if not s["complete"]:
+    if s["cut"]:
+        lines.append(f"CUT         after event {s['cut']['after_event']}: {s['cut']['why']}; "
+                     "replay stops there")
+    elif not s["complete"]:
         where = f" at offset {s['truncated_at']}" if s["truncated_at"] is not None else ""
         lines.append(f"INCOMPLETE  the recording was cut short{where}; "
                      "replay stops at its last event")

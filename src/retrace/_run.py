@@ -16,7 +16,7 @@ Exit status: the program's own, 2 for an unusable trace, 3 for a divergence
 import os
 import sys
 
-from . import _engine, _fork, _session
+from . import _engine, _fork, _session, _settings
 from .errors import ReplayDivergence, TraceCorrupt
 
 EXIT_ERROR = 2
@@ -83,13 +83,18 @@ def flush_io():
             pass
 
 
-def run(target):
+def run(target, on_start=None, on_error=None):
     """Run the program as python would; returns (exit status, the uncaught
-    exception described by _session.describe_exception, or None)."""
+    exception described by _session.describe_exception, or None).
+
+    The debugger's hooks: on_start() just before the program's first line,
+    on_error(exc) with the uncaught exception before it is printed."""
     import atexit
     status, uncaught, error = 0, None, None
     try:
         code, namespace = load_target(target)
+        if on_start:
+            on_start()
         exec(code, namespace)
     except BaseException as exc:
         error = exc
@@ -98,15 +103,19 @@ def run(target):
         flush_io()
     if isinstance(error, SystemExit):
         status = exit_status(error)
-    elif isinstance(error, ReplayDivergence):
-        raise error
+    elif isinstance(error, (ReplayDivergence, TraceCorrupt)):
+        raise error     # the replay's failure, not the program's
     elif error is not None:
         tb = error.__traceback__
         error.__traceback__ = tb.tb_next if tb is not None else None   # hide this frame
+        if on_error:
+            on_error(error)
         with _session.internal():
             uncaught = _session.describe_exception(error)
             sys.excepthook(type(error), error, error.__traceback__)
-        uncaught["crash_index"] = crash_index
+        # An exception raised again later (the pytest plugin's child raises a
+        # test's failure after pytest finished) says where it happened.
+        uncaught["crash_index"] = getattr(error, "_retrace_crash_index", crash_index)
         status = 130 if isinstance(error, KeyboardInterrupt) else 1
     # Then, as at interpreter exit: join threads, run atexit callbacks. They
     # belong to the run: they may cross the boundary.
@@ -133,6 +142,8 @@ def record(trace, kind, target_arg, args):
         _session.start_recording(trace, target, seed)
     except OSError as exc:
         fail(f"cannot record to {trace}: {exc}")
+    except _settings.SettingError as exc:
+        fail(str(exc))
     status, uncaught = run(target)
     _session.end_record(status, uncaught)
     sys.stdout.flush()
@@ -179,11 +190,23 @@ def follow_fork(trace):
     return parent
 
 
+def start_replay(trace):
+    """Start the replay; the startup events (time zone constants, stdio set-up)
+    are replayed here, so a damaged value in them is reported, not raised."""
+    try:
+        _session.start_replay(trace)
+    except (TraceCorrupt, OSError, _session.ReplayVersionError):
+        raise
+    except Exception as exc:
+        raise TraceCorrupt(f"{trace}: the recorded start of the run does not fit this replay "
+                           f"({type(exc).__name__}: {exc})") from None
+
+
 def replay(trace, maps):
     try:
         trace = follow_fork(trace)
         target = locate_program(_session.read_header(trace), maps)
-        _session.start_replay(trace)
+        start_replay(trace)
         status, _ = run(target)
         recorded = _engine.end(None)
     except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
@@ -207,7 +230,7 @@ def check(trace, maps):
     try:
         header = _session.read_header(trace)
         target = locate_program(header, maps)
-        _session.start_replay(trace)
+        start_replay(trace)
         recorded = _session.recorded_end()
     except (TraceCorrupt, OSError, _session.ReplayVersionError) as exc:
         fail(str(exc))
@@ -222,7 +245,12 @@ def check(trace, maps):
     _engine.set_live_outputs()     # a fixed program's output is its own
     try:
         status, uncaught = run(target)
+    except TraceCorrupt as exc:
+        fail(str(exc))
     except ReplayDivergence as exc:
+        if exc.cut and (crash_index is None or exc.index < crash_index):
+            fail(f"cannot check {trace}: the recording stops at event {exc.index}, before the "
+                 f"recorded crash point ({crash}): {exc.expected}")
         if not exc.at_end and (crash_index is None or exc.index < crash_index):
             verdict(EXIT_DIVERGED, "DIVERGED before the recorded crash point "
                     f"({crash}): the code on the path to it changed.\n{exc}")

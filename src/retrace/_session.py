@@ -12,7 +12,7 @@ import sys
 import time
 import zlib
 
-from . import _engine, _patch, __version__
+from . import _engine, _patch, _settings, __version__
 from .errors import ReplayDivergence, TraceCorrupt
 
 SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL",
@@ -31,9 +31,9 @@ real_exit = os._exit
 path_map = []
 
 
-def local_path(path):
-    """Where a recorded source file is on this machine."""
-    for recorded, local in path_map:
+def local_path(path, maps=None):
+    """Where a recorded source file is on this machine (maps: another path map)."""
+    for recorded, local in path_map if maps is None else maps:
         if path == recorded or path.startswith(recorded + os.sep):
             return local + path[len(recorded):]
     return path
@@ -50,14 +50,22 @@ def find_checkout(path, checksum):
     return None
 
 
-@contextlib.contextmanager
-def internal():
-    """Retrace's own work: calls made inside pass the boundary unrecorded."""
-    _engine.suspend()
-    try:
-        yield
-    finally:
+class _Internal:
+    """Retrace's own work: calls made inside pass the boundary unrecorded.
+    (A class, not a contextlib generator: the debugger counts no line of it.)"""
+
+    def __enter__(self):
+        _engine.suspend()
+
+    def __exit__(self, *exc):
         _engine.resume()
+
+
+_INTERNAL = _Internal()
+
+
+def internal():
+    return _INTERNAL
 
 
 def is_secret(name):
@@ -96,8 +104,13 @@ def source_checksums():
 
 def start_recording(path, target, hash_seed, parent=None, install=True):
     """Create the trace and install the boundary. target describes the program;
-    parent, for a forked child, names the parent's trace and the fork."""
+    parent, for a forked child, names the parent's trace and the fork. The
+    limits and redaction come from the environment (_settings); a bad
+    setting raises _settings.SettingError."""
     global header, trace_path
+    path = _settings.expand_path(path)
+    limits = _settings.limits()
+    patterns = _settings.redaction_patterns()
     env, redacted = snapshot_env()
     main_path = target.get("path")
     head = {
@@ -118,8 +131,11 @@ def start_recording(path, target, hash_seed, parent=None, install=True):
         "pid": os.getpid(),
         "main_checksum": file_checksum(main_path) if main_path else None,
         "parent": parent,
+        "limits": limits,
+        "redact": patterns,
     }
-    _engine.start_recording(path, _engine.encode(head))
+    _engine.start_recording(path, _engine.encode(head), **limits)
+    _engine.set_redactor(_settings.redactor(patterns))
     header, trace_path = head, os.path.abspath(path)
     if install:
         _patch.install(exit_now)
@@ -143,6 +159,7 @@ def start_replay(path):
     if recorded != tuple(sys.version_info[:2]):
         _engine.stop()
         raise ReplayVersionError(head)
+    _restore_pythonpath(head)
     os.environ._data.clear()
     for name, value in head["env"].items():
         os.environ._data[os.environ.encodekey(name)] = os.environ.encodevalue(value)
@@ -151,6 +168,22 @@ def start_replay(path):
     _engine.start_replay()
     _patch.install(exit_now)
     return head
+
+
+def _pythonpath(value, cwd):
+    return [os.path.join(cwd, p) for p in (value or "").split(os.pathsep) if p]
+
+
+def _restore_pythonpath(head):
+    """sys.path holds the PYTHONPATH the interpreter started with: replay
+    imports from the recorded one (a test run under `PYTHONPATH=src pytest`
+    replays from a shell without it)."""
+    here = _pythonpath(os.environ.get("PYTHONPATH"), os.getcwd())
+    recorded = _pythonpath(head["env"].get("PYTHONPATH"), head["cwd"])
+    if here == recorded:
+        return
+    rest = [p for p in sys.path[1:] if p not in here or p in recorded]
+    sys.path[1:] = [p for p in recorded if p not in rest] + rest
 
 
 def switch_replay(path):
@@ -173,19 +206,40 @@ class ReplayVersionError(Exception):
 
 def end_record(exit_code, uncaught):
     """Write the END record (recording only). uncaught: describe_exception()'s
-    dict for the exception that ended the run, or None."""
+    dict for the exception that ended the run, or None. A flight recording
+    is written only when the run ended with an uncaught exception."""
+    info = {"exit_code": exit_code, "exception": None, **(uncaught or {})}
     with internal():
-        info = {
-            "exit_code": exit_code,
-            "exception": None,
-            "duration": time.time() - header["start_time"],
-            "sources": source_checksums(),
-            **(uncaught or {}),
-        }
+        try:
+            _settings.test_fault("end")
+            info.update(duration=time.time() - header["start_time"], sources=source_checksums())
+        except Exception as exc:
+            _settings.internal_error("the end of the recording", exc)
     _engine.end(info)
+    if header["limits"]["flight"] and uncaught:
+        keep_flight(f"the run ended with an uncaught {uncaught['exception_type']}")
     error = _engine.stop()
     if error:
-        sys.stderr.write(f"retrace: the recording is incomplete: {error}\n")
+        say(f"retrace: the recording is incomplete: {error}\n")
+
+
+flight_kept = False
+
+
+def keep_flight(why):
+    """Write the flight recording to its file, once (also retrace.flight.dump())."""
+    global flight_kept
+    with internal():
+        if flight_kept:
+            return trace_path
+        try:
+            _engine.keep()
+        except OSError as exc:
+            say(f"retrace: the flight recording could not be written: {exc}\n")
+            return None
+        flight_kept = True
+        say(f"retrace: flight recorder: {why}; the recording is in {trace_path}\n")
+    return trace_path
 
 
 def report_divergence(exc):
@@ -221,10 +275,11 @@ def exit_now(status):
     real_exit(status)
 
 
-def recorded_end():
-    """The END record's info of the replayed trace, or None if it has none."""
+def recorded_end(path=None):
+    """The END record's info of the replayed trace (or of path), or None if it
+    has none."""
     try:
-        _, records, _ = _engine._read_records(trace_path)
+        _, records, _ = _engine._read_records(path or trace_path)
     except TraceCorrupt:
         return None
     for record in reversed(records):
@@ -233,14 +288,16 @@ def recorded_end():
     return None
 
 
-def recorded_sources():
+def recorded_sources(head=None, path=None):
     """Checksums of the recorded run's source files: the END record's, plus the
-    main script's from the header (all a cut-short recording has)."""
+    main script's from the header (all a cut-short recording has). By default
+    of the replayed trace; or of the trace at path, whose header is head."""
+    head = head or header
     sums = {}
-    main = header["target"].get("path")
-    if main and header.get("main_checksum") is not None:
-        sums[main] = header["main_checksum"]
-    sums.update((recorded_end() or {}).get("sources", {}))
+    main = head["target"].get("path")
+    if main and head.get("main_checksum") is not None:
+        sums[main] = head["main_checksum"]
+    sums.update((recorded_end(path) or {}).get("sources", {}))
     return sums
 
 
@@ -255,9 +312,11 @@ def describe_exception(exc):
             "exception_where": where}
 
 
-def changed_sources():
-    return sorted(local_path(path) for path, crc in recorded_sources().items()
-                  if crc is not None and file_checksum(local_path(path)) != crc)
+def changed_sources(head=None, path=None, maps=None):
+    """Local source files whose checksum differs from the recorded one (see
+    recorded_sources and local_path for the arguments)."""
+    return sorted(local_path(p, maps) for p, crc in recorded_sources(head, path).items()
+                  if crc is not None and file_checksum(local_path(p, maps)) != crc)
 
 
 def _replay_stack():
@@ -290,4 +349,5 @@ def _make_divergence(reason, index, expected, expected_tid, actual, actual_tid, 
     exc = ReplayDivergence("\n".join(lines))
     exc.index, exc.expected, exc.actual, exc.changed = index, expected, actual, changed
     exc.at_end = at_end
+    exc.cut = str(expected).startswith("<end of recording")   # the recording stops here
     return exc

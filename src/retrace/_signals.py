@@ -36,38 +36,49 @@ _event = _engine.Boundary("signal.handler", lambda signum, inside: (signum, insi
 def _on_signal(signum, frame):
     handler = handlers.get(signum)
     mode = _engine.mode()
-    if mode == "replay":
+    if mode == "replay" and not _delivering:
+        # a signal sent to the replaying process itself
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         return None
-    if mode == "off" or handler is None:
-        return handler(signum, frame) if handler else None
-    depth = _engine.swap_disabled(0)
-    collector = _engine.swap_program_code(True)   # even inside a collection (_gc.py)
-    try:
+    depth = collector = None
+    if mode == "record" and handler is not None:
+        depth = _engine.swap_disabled(0)
+        collector = _engine.swap_program_code(True)   # even inside a collection (_gc.py)
         _event(signum, depth > 0)
-        return handler(signum, frame)
+    try:
+        # The one line that runs the program's handler, in recording and in
+        # replay (through _deliver): a traceback through it reads the same.
+        return handler(signum, frame) if handler else None
     finally:
-        _engine.swap_program_code(collector)
-        _engine.swap_disabled(depth)
+        if depth is not None:
+            _engine.swap_program_code(collector)
+            _engine.swap_disabled(depth)
+
+
+_delivering = False
 
 
 def _deliver():
     """Replay: run the handler recorded at the pending event. Returns None, or
     the exception the handler raised if it ran inside the call being replayed
     (the engine raises it from that call)."""
+    global _delivering
     signum, inside = _event(None, None)
-    handler = handlers.get(signum)
-    if handler is None:
+    if signum not in handlers:
         return None
+    _delivering = True
     try:
-        handler(signum, sys._getframe(1))
+        _on_signal(signum, sys._getframe(1))
     except ReplayDivergence:
         raise
     except BaseException as exc:
         if inside:
-            return exc
+            # raised from the call as in the recording: without this frame
+            return exc.with_traceback(exc.__traceback__.tb_next)
         raise
+    finally:
+        _delivering = False
     return None
 
 

@@ -4,6 +4,8 @@
     retrace replay FILE [--map RECORDED_DIR=LOCAL_DIR]
     retrace check FILE [--map RECORDED_DIR=LOCAL_DIR]
     retrace inspect FILE [--json]
+    retrace debug FILE [--at-crash] [-c CMD]... [--pid N] [--map RECORDED_DIR=LOCAL_DIR]
+    retrace dap [--port PORT]
     retrace install | uninstall
 
 record and replay exec a fresh interpreter (retrace._run) with the recorded
@@ -112,6 +114,19 @@ def cmd_inspect(ns):
         sys.stdout.write(_inspect.render(summary))
 
 
+def cmd_debug(ns):
+    from . import _debug_cli
+    sys.exit(_debug_cli.main(ns))
+
+
+def cmd_dap(ns):
+    from . import dap
+    if ns.port is None:
+        dap.serve_stdio()
+    else:
+        dap.serve_port(ns.port)
+
+
 def site_packages():
     return sysconfig.get_paths()["purelib"]
 
@@ -158,6 +173,25 @@ def parser():
     i.add_argument("trace")
     i.add_argument("--json", action="store_true", help="print JSON")
     i.set_defaults(func=cmd_inspect)
+
+    d = sub.add_parser("debug", help="debug a recording, forwards and backwards (pdb-like)",
+                       description="A pdb-like debugger over a recording, with reverse moves "
+                                   "(rs, rn, rr, rc), crash and goto N; see docs/debugger.md. "
+                                   "Commands come from stdin when it is not a terminal.")
+    d.add_argument("trace")
+    d.add_argument("--at-crash", action="store_true",
+                   help="start where the uncaught exception was raised")
+    d.add_argument("-c", dest="command", action="append", default=[], metavar="CMD",
+                   help="run this debugger command first (repeatable)")
+    d.add_argument("--pid", type=int,
+                   help="debug the forked child with this pid (its trace is TRACE.PID)")
+    d.add_argument("--map", action="append", default=[], metavar="RECORDED_DIR=LOCAL_DIR",
+                   help="the program's code is in LOCAL_DIR here (repeatable)")
+    d.set_defaults(func=cmd_debug)
+
+    d = sub.add_parser("dap", help="the Debug Adapter Protocol server (VS Code), on stdio")
+    d.add_argument("--port", type=int, help="serve one client on 127.0.0.1:PORT instead")
+    d.set_defaults(func=cmd_dap)
 
     sub.add_parser("install", help="record when RETRACE_RECORDING is set (.pth hook)") \
         .set_defaults(func=cmd_install)
