@@ -3,9 +3,9 @@
 The collector starts when allocations cross a threshold, and replay allocates
 otherwise than the recording (Retrace's own objects; one thread at a time),
 so its collections come at other moments. The programs make that difference
-certain without configuring either run differently: they set the program's
-own threshold so that the next allocation collects, then acquire a lock,
-whose replay allocates where its recording does not. Each test fails without
+certain without configuring either run differently (gc_trigger.py): they set
+the program's own threshold so that the next allocation collects, then
+acquire a lock, whose replay allocates where its recording does not. Each test fails without
 the collector's context (csrc/boundary.c): the finalizers' calls would then
 take places in the order of the program's events, or pass through to the
 world inside Retrace's own work.
@@ -26,6 +26,7 @@ import pytest
 
 from conftest import Case, assert_same_run, assert_same_shape
 from retrace import _engine
+from retrace._inspect import _varint
 
 COLLECTOR = 4   # bit 2 of a C record's outcome byte (docs/trace-format.md)
 
@@ -60,17 +61,6 @@ def collector_calls(trace):
             if record[pos] & COLLECTOR:
                 flagged.append(names[fid])
     return flagged
-
-
-def _varint(data, pos):
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
 
 
 def strace_prefix(log):
@@ -127,7 +117,7 @@ def test_finalizer_wants_a_lock_a_parked_thread_holds(world):
 
 def test_finalizer_wakes_a_thread(world):
     rec, _ = record_and_replay(world, "gc_wakeup")
-    assert b"worker got stop" in rec.out, rec.describe()
+    assert b"worker got: [('stop', " in rec.out, rec.describe()
 
 
 def test_check_prints_finalizer_output_live(world):

@@ -7,9 +7,7 @@ drains a queue.LifoQueue (its lock and Conditions) and closes the real
 sockets it held, then takes a module-level lock (like logging._lock). The
 collector runs when the count of allocated objects crosses a threshold, so
 at a moment set by allocations, and Retrace's own work allocates otherwise in
-replay than in the recording: `checkout` makes the next allocation start a
-collection right before a lock acquire, whose replay allocates (the
-recording's does not).
+replay than in the recording (gc_trigger.py).
 
     python gc_pools.py [ROUNDS]
 """
@@ -20,6 +18,8 @@ import sys
 import threading
 import time
 import weakref
+
+from gc_trigger import collect_soon
 
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 
@@ -49,12 +49,9 @@ class Pool:
 
 
 def checkout(lock):
-    """A pool becomes garbage; the next allocation starts a collection."""
+    """A pool becomes garbage, collected soon."""
     Pool(f"{threading.current_thread().name}-{time.monotonic_ns() % 7}", connected=True)
-    gc.set_threshold(max(gc.get_count()[0], 1))
-    lock.acquire(timeout=5)
-    lock.release()
-    gc.set_threshold(700, 10, 10)
+    collect_soon(lock, timeout=5)
 
 
 def work(name, rounds, lock, results):

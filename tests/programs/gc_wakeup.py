@@ -9,7 +9,10 @@ import queue
 import threading
 import time
 
+from gc_trigger import collect_soon
+
 jobs = queue.SimpleQueue()
+got = []
 
 
 class Executor:
@@ -21,8 +24,7 @@ class Executor:
 
 
 def worker():
-    item = jobs.get()
-    print(f"worker got {item}:", time.time(), flush=True)
+    got.append((jobs.get(), time.time()))
 
 
 thread = threading.Thread(target=worker)
@@ -30,11 +32,9 @@ thread.start()
 lock = threading.Lock()
 gc.collect()
 Executor()
-gc.set_threshold(max(gc.get_count()[0], 1))    # the next allocation collects
-lock.acquire()
-lock.release()
-gc.set_threshold(700, 10, 10)
+collect_soon(lock)
 print("main:", time.time(), flush=True)
 gc.collect()
 thread.join()
+print("worker got:", got, flush=True)
 print("done:", time.time(), flush=True)

@@ -2,10 +2,9 @@
 lock, close a descriptor (fd 100), and raise (CPython reports that through
 sys.unraisablehook, on stderr).
 
-    python gc_world.py early     cyclic garbage; the next allocation collects it,
-                                 which in replay is one of Retrace's own (in the
-                                 replay of a lock acquire), in the recording the
-                                 program's final gc.collect()
+    python gc_world.py early     cyclic garbage, collected in replay inside
+                                 Retrace's own work (gc_trigger.py), in the
+                                 recording at the program's final gc.collect()
     python gc_world.py same      cyclic garbage freed by gc.collect() in both runs;
                                  what the finalizers read is printed afterwards
     python gc_world.py refcount  no cycles: finalizers run when the last
@@ -18,6 +17,8 @@ import os
 import sys
 import threading
 import time
+
+from gc_trigger import collect_soon
 
 lock = threading.Lock()
 stamps = []
@@ -52,10 +53,7 @@ def early():
     Handle("handle")
     Broken()
     print("garbage made:", time.time(), flush=True)
-    gc.set_threshold(max(gc.get_count()[0], 1))
-    lock.acquire()
-    lock.release()
-    gc.set_threshold(700, 10, 10)
+    collect_soon(lock)
     print("work:", time.time(), flush=True)
     gc.collect()
     print("done:", time.time(), flush=True)
