@@ -9,7 +9,8 @@
  * Records (each framed by stream.c):
  *   'D' varint fid, str name          defines a function id on first use
  *   'C' varint tid, varint fid, u8 outcome, [varint receiver], value
- *        outcome bit 0: raised; bit 1: the receiver's handle follows
+ *        outcome bit 0: raised; bit 1: the receiver's handle follows;
+ *        bit 2: made by code the garbage collector ran
  *   'K' varint tid, varint fid, varint callback, value (args, kwargs)
  *        a callback made by the external call `fid` that is in progress
  *   'E' value                          the end of the run (a dict)
@@ -658,6 +659,43 @@ is_output_record(const uint8_t *rec, size_t len)
 static int pass_over_collector_record(const uint8_t *rec, size_t len);
 static int g_reading;   /* fetch_pending is reading: the collector must not read ahead */
 
+static int
+read_pending(void)
+{
+    while (!g_pending) {
+        const uint8_t *rec;
+        size_t len;
+        int st = rt_reader_next(g_reader, &rec, &len);
+        if (st < 0) {
+            PyErr_SetString(rt_TraceCorrupt, rt_reader_error(g_reader));
+            return -1;
+        }
+        if (st == 0)
+            return 0;
+        if (len == 0) {
+            corrupt("empty record");
+            return -1;
+        }
+        if (rec[0] == 'D') {
+            rt_cursor c = {rec + 1, rec + len};
+            if (note_definition(&c) < 0)
+                return -1;
+            continue;
+        }
+        int passed = g_live_outputs && is_output_record(rec, len)
+                     ? 1 : pass_over_collector_record(rec, len);
+        if (passed < 0)
+            return -1;
+        if (passed) {
+            g_event_index++;    /* counted, so indexes keep the recording's numbering */
+            continue;
+        }
+        g_pending = rec;
+        g_pending_len = len;
+    }
+    return 1;
+}
+
 /* Make the next non-definition record pending. 1: pending, 0: end of the
  * recording, -1: error set. */
 static int
@@ -668,37 +706,7 @@ fetch_pending(void)
         return -1;
     }
     g_reading++;
-    int st = 1;
-    while (!g_pending && st == 1) {
-        const uint8_t *rec;
-        size_t len;
-        st = rt_reader_next(g_reader, &rec, &len);
-        if (st <= 0) {
-            if (st < 0)
-                PyErr_SetString(rt_TraceCorrupt, rt_reader_error(g_reader));
-            break;
-        }
-        int passed = 0;
-        if (len == 0) {
-            corrupt("empty record");
-            st = -1;
-        }
-        else if (rec[0] == 'D') {
-            rt_cursor c = {rec + 1, rec + len};
-            if (note_definition(&c) < 0)
-                st = -1;
-        }
-        else if (g_live_outputs && is_output_record(rec, len))
-            passed = 1;
-        else if ((passed = pass_over_collector_record(rec, len)) < 0)
-            st = -1;
-        else if (!passed) {
-            g_pending = rec;
-            g_pending_len = len;
-        }
-        if (passed > 0)
-            g_event_index++;    /* counted, so indexes keep the recording's numbering */
-    }
+    int st = read_pending();
     g_reading--;
     return st;
 }
