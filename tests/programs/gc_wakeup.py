@@ -29,10 +29,9 @@ def worker():
 
 thread = threading.Thread(target=worker)
 thread.start()
-lock = threading.Lock()
 gc.collect()
 Executor()
-collect_soon(lock)
+collect_soon()
 print("main:", time.time(), flush=True)
 gc.collect()
 thread.join()
