@@ -65,8 +65,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def serve():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def serve(handler=_Handler):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

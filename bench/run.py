@@ -1,6 +1,6 @@
 """Retrace benchmarks: what recording costs, as ratios against a plain run.
 
-    python bench/run.py [--quick] [--out DIR]
+    python bench/run.py [--quick] [--out DIR] [--only SECTION ...] [--dsn URL]
 
 Every workload in bench/workloads runs as its own process, plainly and
 recorded (and, for some, replayed), interleaved round by round in this one
@@ -16,30 +16,29 @@ with its spread over the rounds: median (min .. max). Measured:
              (skipped when valgrind is missing)
   startup    `python -c pass` with the hook installed vs not, and under
              `retrace record`
+  web        Flask and Django services under gunicorn and wrk: throughput and
+             latency plain, hook installed, recording; trace size per 1,000
+             requests; replay of a worker (bench/web.py; skipped without wrk)
 
-Writes DIR/results.json and DIR/results.md (DIR defaults to bench/).
+Writes DIR/results.json and DIR/results.md (DIR defaults to bench/). With
+--only, the sections not named are kept from DIR/results.json; each section
+says when, at which commit and under which load average it was measured.
+Sections of results.md that other scripts write (bench/debugger.py's) are kept.
 --quick uses tiny sizes: a smoke run, not numbers to quote.
 """
 import argparse
 import dataclasses
-import datetime
 import json
-import os
-import platform
 import re
 import shutil
-import statistics
-import struct
-import subprocess
+import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-WORKLOADS = BENCH / "workloads"
-PY = sys.executable
+import web
+from common import (BENCH, PY, WORKLOADS, chunk_totals, differences, fmt, inspect, machine,
+                    make_venvs, progress, ratios, retrace, run, spread, stamp)
 
 sys.path.insert(0, str(WORKLOADS))
 from micro import OPS  # noqa: E402
@@ -54,75 +53,17 @@ class Config:
     boundary_iterations: int
     callgrind_batches: int
     startup_runs: int
+    web_requests: int      # timed requests per web run
+    web_warmup: int        # requests before those, untimed
+    web_callgrind_requests: int    # requests counted by callgrind, per app and mode
 
 
 FULL = Config(rounds=7, micro_divisor=1, micro_repeats=10, cpu_batches=4000,
-              boundary_iterations=100000, callgrind_batches=200, startup_runs=40)
+              boundary_iterations=100000, callgrind_batches=200, startup_runs=40,
+              web_requests=2000, web_warmup=200, web_callgrind_requests=200)
 QUICK = Config(rounds=2, micro_divisor=20, micro_repeats=3, cpu_batches=40,
-               boundary_iterations=1000, callgrind_batches=2, startup_runs=5)
-
-
-# -- running and summarizing -------------------------------------------------
-
-def clean_env(**extra):
-    """This environment without any Retrace setting, with a fixed hash seed
-    so that plain and recorded runs hash alike."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRACE_")}
-    env["PYTHONHASHSEED"] = "1"
-    env.update(extra)
-    return env
-
-
-def run(cmd, env=None):
-    """Run cmd; returns (stdout, stderr, wall seconds). Fails on a non-zero exit."""
-    start = time.perf_counter()
-    proc = subprocess.run([str(c) for c in cmd], env=env or clean_env(), capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"exit status {proc.returncode}: {' '.join(map(str, cmd))}\n"
-                           f"{proc.stdout}\n{proc.stderr}")
-    return proc.stdout, proc.stderr, seconds
-
-
-def retrace(*args):
-    return [PY, "-m", "retrace", *args]
-
-
-def spread(values):
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
-def differences(a, b):
-    return spread([y - x for x, y in zip(a, b)])
-
-
-def ratios(a, b):
-    return spread([y / x for x, y in zip(a, b)])
-
-
-def progress(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-# -- trace files ---------------------------------------------------------------
-
-def inspect(trace):
-    out, _, _ = run(retrace("inspect", "--json", trace))
-    return json.loads(out)
-
-
-def chunk_totals(trace):
-    """Payload bytes of all chunks, stored and raw (docs/trace-format-stream.md)."""
-    data = Path(trace).read_bytes()
-    header_len, = struct.unpack_from("<I", data, 12)
-    pos, stored, raw = 20 + header_len, 0, 0
-    while pos + 36 <= len(data):
-        magic, _flags, stored_len, raw_len = struct.unpack_from("<4I", data, pos)
-        if magic != 0x4B435452:
-            raise ValueError(f"{trace}: no chunk at offset {pos}")
-        stored, raw, pos = stored + stored_len, raw + raw_len, pos + 36 + stored_len
-    return stored, raw
+               boundary_iterations=1000, callgrind_batches=2, startup_runs=5,
+               web_requests=30, web_warmup=5, web_callgrind_requests=3)
 
 
 # -- the measurements ---------------------------------------------------------
@@ -220,19 +161,6 @@ def callgrind(cfg, tmp):
     return result
 
 
-def make_venvs(tmp):
-    """Two throwaway venvs of this interpreter, identical but for the .pth
-    hook that `retrace install` writes into one of them. Neither has Retrace
-    installed: with RETRACE_RECORDING unset the hook never imports it."""
-    pythons = {}
-    for name in ("bare", "hooked"):
-        run([PY, "-m", "venv", "--without-pip", tmp / name])
-        pythons[name] = tmp / name / "bin" / "python"
-    run([pythons["hooked"], "-m", "retrace", "install"],
-        env=clean_env(PYTHONPATH=str(REPO / "src")))
-    return pythons
-
-
 def startup(cfg, tmp, pythons):
     trace = tmp / "startup.retrace"
     commands = {"not_installed": [pythons["bare"], "-c", "pass"],
@@ -245,42 +173,18 @@ def startup(cfg, tmp, pythons):
     result = {f"{name}_ms": spread(values) for name, values in times.items()}
     result["hook_unset_added_ms"] = differences(times["not_installed"], times["hook_unset"])
     result["record_added_ms"] = differences(times["not_installed"], times["record"])
+    # Wall time cannot resolve a fraction of a millisecond on a busy machine.
+    result["instructions"] = {name: instructions(commands[name])
+                              for name in ("not_installed", "hook_unset")
+                              } if shutil.which("valgrind") else None
     progress(f"  startup: hook unset {result['hook_unset_added_ms']['median']:+.2f} ms")
     return result
 
 
-def machine():
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    commit = subprocess.run(["git", "-C", REPO, "describe", "--always", "--dirty"],
-                            capture_output=True, text=True).stdout.strip()
-    return {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
-            "platform": platform.platform(), "python": platform.python_version(),
-            "commit": commit or "unknown"}
-
-
 # -- the report ----------------------------------------------------------------
 
-def fmt(s, digits=0):
-    """median (min .. max), never showing "-0"."""
-    def number(x):
-        return f"{round(x, digits) + 0.0:.{digits}f}"
-    return f"{number(s['median'])} ({number(s['min'])} .. {number(s['max'])})"
-
-
-def render(results):
-    m, cfg = results["machine"], results["config"]
+def render_micro(results, cfg):
     lines = [
-        "# Retrace benchmark results", "",
-        f"{'QUICK RUN (smoke sizes, not numbers to quote). ' if results['quick'] else ''}"
-        f"`python bench/run.py`, {m['date']}, commit {m['commit']}.  ",
-        f"{m['cpu']}, {m['cpus']} CPUs, load average {m['load_average']:.2f} at start; "
-        f"{m['platform']}; Python {m['python']}.", "",
-        f"Every cell is median (min .. max) over {cfg['rounds']} interleaved rounds, "
-        "each round running every mode once.", "",
-        "## Micro: cost per intercepted call", "",
         f"Each process times {cfg['micro_repeats']} loops of the call with the real clock "
         "and reports its fastest loop; *added* is that minus the plain run's of the "
         "same round. *hook unset*: `retrace install` done, RETRACE_RECORDING unset.", "",
@@ -288,17 +192,23 @@ def render(results):
         "| events per call | stored B/event | raw B/event | compression |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for op, r in results["micro"].items():
+    for op, r in results.items():
         lines.append(
             f"| `{op}` | {fmt(r['plain_ns'])} | {fmt(r['hook_unset_added_ns'])} "
             f"| {fmt(r['record_added_ns'])} | {fmt(r['record_ratio'], 2)} "
             f"| {r['events_per_call']:.2f} | {r['stored_bytes_per_event']:.1f} "
             f"| {r['raw_bytes_per_event']:.1f} | {r['compression']:.1f}x |")
-    lines += [
+    return lines + [
         "", "Bytes per event: chunk payload bytes (stored: as written, zlib level 1; raw: "
         "before compression) over all events of the trace, including the few every "
-        "recording makes at startup.", "",
-        "## Workloads: recording and replay", "",
+        "recording makes at startup. The socket row is one `sendall` of 4 KB and one "
+        "`recv(4096)` on a TCP connection over 127.0.0.1; the sqlite3 row one `execute` of a "
+        "point query on an in-memory table and its `fetchone`: each a pair of intercepted "
+        "calls (see *events per call*). bench/db.py measures the database drivers further."]
+
+
+def render_workloads(results, cfg):
+    lines = [
         "*process*: wall time of the whole command (`retrace record` and `retrace replay` "
         "exec a second interpreter); *in script*: the workload's own elapsed time, read "
         "from the real clock.", "",
@@ -306,34 +216,36 @@ def render(results):
         "| replay / record, process | replay / record, in script |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, r in results["workloads"].items():
+    for name, r in results.items():
         lines.append(
             f"| {name} ({r['size']}) | {r['events']} | {fmt(r['process']['plain_s'], 3)} "
             f"| {fmt(r['process']['record_ratio'], 3)} | {fmt(r['in_script']['record_ratio'], 3)} "
             f"| {fmt(r['process']['replay_ratio'], 3)} "
             f"| {fmt(r['in_script']['replay_ratio'], 3)} |")
-    cg = results["callgrind"]
-    lines += ["", "## Callgrind: instructions, CPU-bound workload", ""]
+    return lines
+
+
+def render_callgrind(cg, cfg):
     if cg is None:
-        lines.append("Skipped: valgrind is not installed.")
-    else:
-        lines += [
-            f"`cpu_bound.py {cg['batches']}` under `valgrind --tool=callgrind`, once plainly "
-            "and once recorded; *workload* subtracts the same runs with 0 batches "
-            "(interpreter startup and imports). For `retrace record` only the process it "
-            "execs is counted.", "",
-            "| | plain | recorded | recorded / plain |", "| --- | ---: | ---: | ---: |",
-            f"| workload | {cg['plain_workload_instructions']:,} "
-            f"| {cg['record_workload_instructions']:,} | {cg['workload_ratio']:.4f} |",
-            f"| whole run | {cg['plain_instructions']:,} | {cg['record_instructions']:,} "
-            f"| {cg['total_ratio']:.4f} |",
-            f"| startup (0 batches) | {cg['plain_startup_instructions']:,} "
-            f"| {cg['record_startup_instructions']:,} "
-            f"| {cg['record_startup_instructions'] / cg['plain_startup_instructions']:.2f} |",
-        ]
-    s = results["startup"]
-    lines += [
-        "", "## Startup: `python -c pass`", "",
+        return ["Skipped: valgrind is not installed."]
+    return [
+        f"`cpu_bound.py {cg['batches']}` under `valgrind --tool=callgrind`, once plainly "
+        "and once recorded; *workload* subtracts the same runs with 0 batches "
+        "(interpreter startup and imports). For `retrace record` only the process it "
+        "execs is counted.", "",
+        "| | plain | recorded | recorded / plain |", "| --- | ---: | ---: | ---: |",
+        f"| workload | {cg['plain_workload_instructions']:,} "
+        f"| {cg['record_workload_instructions']:,} | {cg['workload_ratio']:.4f} |",
+        f"| whole run | {cg['plain_instructions']:,} | {cg['record_instructions']:,} "
+        f"| {cg['total_ratio']:.4f} |",
+        f"| startup (0 batches) | {cg['plain_startup_instructions']:,} "
+        f"| {cg['record_startup_instructions']:,} "
+        f"| {cg['record_startup_instructions'] / cg['plain_startup_instructions']:.2f} |",
+    ]
+
+
+def render_startup(s, cfg):
+    return [
         f"{cfg['startup_runs']} runs of each, interleaved, in two throwaway venvs "
         "identical but for the hook; *added* is per interleaved pair.", "",
         "| | ms | added ms |", "| --- | ---: | ---: |",
@@ -342,34 +254,97 @@ def render(results):
         f"| {fmt(s['hook_unset_added_ms'], 2)} |",
         f"| `retrace record -o T -c pass` | {fmt(s['record_ms'], 1)} "
         f"| {fmt(s['record_added_ms'], 1)} |",
+    ] + ([] if s["instructions"] is None else [
+        "", "Instructions (callgrind, one run each): hook not installed "
+        f"{s['instructions']['not_installed']:,}, hook installed and unset "
+        f"{s['instructions']['hook_unset']:,} "
+        f"({s['instructions']['hook_unset'] / s['instructions']['not_installed'] - 1:+.2%})."])
+
+
+SECTIONS = {
+    "micro": ("Micro: cost per intercepted call", render_micro),
+    "workloads": ("Workloads: recording and replay", render_workloads),
+    "callgrind": ("Callgrind: instructions, CPU-bound workload", render_callgrind),
+    "startup": ("Startup: `python -c pass`", render_startup),
+    "web": ("Web: Flask and Django under gunicorn", web.render),
+}
+
+
+def render(results):
+    m, stamps = results["machine"], results["stamps"]
+    quick = any(stamps[name]["quick"] for name in SECTIONS if name in results)
+    lines = [
+        "# Retrace benchmark results", "",
+        f"{'QUICK RUN (smoke sizes, not numbers to quote). ' if quick else ''}"
+        f"`python bench/run.py` on {m['cpu']}, {m['cpus']} CPUs; {m['platform']}; "
+        f"Python {m['python']}.", "",
+        "Every cell is median (min .. max) over the interleaved rounds of its section, "
+        "each round running every mode once.",
     ]
+    for name, (title, render_section) in SECTIONS.items():
+        if name not in results:
+            continue
+        s = stamps[name]
+        lines += ["", f"## {title}", "",
+                  f"Measured {s['date']}, commit {s['commit']}, load average "
+                  f"{s['load_average']:.2f} at the start; {s['config']['rounds']} rounds"
+                  f"{' (quick sizes)' if s['quick'] else ''}.", ""]
+        lines += render_section(results[name], s["config"])
     return "\n".join(lines) + "\n"
+
+
+def other_sections(path):
+    """The sections of an existing results.md that other scripts write
+    (bench/debugger.py's "## Debugger"), to keep when rewriting it."""
+    if not path.exists():
+        return ""
+    ours = {f"## {title}" for title, _ in SECTIONS.values()}
+    parts = re.split(r"(?m)^(?=## )", path.read_text())[1:]
+    return "".join("\n" + part.rstrip("\n") + "\n" for part in parts
+                   if part.splitlines()[0] not in ours)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out", type=Path, default=BENCH, help="where to write results.*")
+    parser.add_argument("--only", action="append", choices=list(SECTIONS),
+                        help="measure only this section (repeatable); the others are kept "
+                             "from DIR/results.json")
+    parser.add_argument("--dsn", help="web: this PostgreSQL server (postgresql://...) "
+                                      "instead of a throwaway cluster")
     args = parser.parse_args()
+    # SIGTERM stops the run like Ctrl-C: the servers and the cluster it started stop too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     cfg = QUICK if args.quick else FULL
-    results = {"quick": args.quick, "machine": machine(), "config": dataclasses.asdict(cfg)}
+    sections = args.only or list(SECTIONS)
+    previous = args.out / "results.json"
+    results = json.loads(previous.read_text()) if args.only and previous.exists() else {}
+    results.update(machine=machine(), config=dataclasses.asdict(cfg))
+    results.setdefault("stamps", {})
     with tempfile.TemporaryDirectory(prefix="retrace-bench-") as tmp:
         tmp = Path(tmp)
-        pythons = make_venvs(tmp)
-        progress("micro")
-        results["micro"] = micro(cfg, tmp, pythons["hooked"])
-        progress("workloads")
-        results["workloads"] = {
-            "cpu_bound": workload(cfg, tmp, "cpu_bound", cfg.cpu_batches),
-            "boundary_heavy": workload(cfg, tmp, "boundary_heavy", cfg.boundary_iterations),
+        pythons = make_venvs(tmp) if {"micro", "startup"} & set(sections) else None
+        measures = {
+            "micro": lambda: micro(cfg, tmp, pythons["hooked"]),
+            "workloads": lambda: {
+                "cpu_bound": workload(cfg, tmp, "cpu_bound", cfg.cpu_batches),
+                "boundary_heavy": workload(cfg, tmp, "boundary_heavy",
+                                           cfg.boundary_iterations),
+            },
+            "callgrind": lambda: callgrind(cfg, tmp) if shutil.which("valgrind") else None,
+            "startup": lambda: startup(cfg, tmp, pythons),
+            "web": lambda: web.measure(cfg, tmp, args.dsn),
         }
-        progress("callgrind")
-        results["callgrind"] = callgrind(cfg, tmp) if shutil.which("valgrind") else None
-        progress("startup")
-        results["startup"] = startup(cfg, tmp, pythons)
+        for name in sections:
+            progress(name)
+            results["stamps"][name] = dict(stamp(), quick=args.quick,
+                                           config=dataclasses.asdict(cfg))
+            results[name] = measures[name]()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "results.md").write_text(render(results))
+    report = args.out / "results.md"
+    report.write_text(render(results) + other_sections(report))
     progress(f"wrote {args.out / 'results.md'} and {args.out / 'results.json'}")
 
 

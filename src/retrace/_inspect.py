@@ -25,6 +25,7 @@ def summarize(path):
     header_bytes, records, truncated_at = _engine._read_records(path)
     header = _engine.decode(header_bytes)
     names, counts, threads, end, cut = {}, collections.Counter(), set(), None, None
+    sizes = collections.Counter()      # record bytes (decompressed) per function
     for record in records:
         kind = record[:1]
         if kind == b"D":
@@ -34,7 +35,9 @@ def summarize(path):
         elif kind == b"C":
             tid, pos = _varint(record, 1)
             fid, _ = _varint(record, pos)
-            counts[names.get(fid, f"#{fid}")] += 1
+            name = names.get(fid, f"#{fid}")
+            counts[name] += 1
+            sizes[name] += len(record)
             threads.add(tid)
         elif kind == b"E":
             end = _engine.decode(record[1:])
@@ -58,6 +61,7 @@ def summarize(path):
         "env_keys": sorted(header["env"]),
         "events": dict(counts.most_common()),
         "event_total": sum(counts.values()),
+        "event_bytes": dict(sizes.most_common()),
         "threads": len(threads),
         "exception": end.get("exception"),
         "exit_code": end.get("exit_code"),
