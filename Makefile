@@ -3,15 +3,11 @@
 #   make test       Python 3.11, 3.12 and 3.13 suites, then the AddressSanitizer run
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
 #   make demo       record a Flask service under load, then replay its crash offline
-<<<<<<< HEAD
 #   make bench      what recording costs against plain runs: bench/results.md (~20 minutes)
 #   make bench-web  only its web section (Flask and Django under gunicorn and wrk)
-=======
-#   make bench      what recording costs against plain runs: bench/results.md (a few minutes)
 #   make fuzz       libFuzzer on the trace reader and decoder for FUZZ_SECONDS (not part of test)
 #   make vsix       lint and package the VS Code extension: editors/vscode/retrace.vsix
 #   make e2e-vscode the extension in a real VS Code (code-server + chromium), see tests/e2e/
->>>>>>> main
 
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
@@ -21,11 +17,7 @@ ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
 
-<<<<<<< HEAD
-.PHONY: dev test test-asan demo bench bench-web clean $(addprefix test-,$(VERSIONS))
-=======
-.PHONY: dev test test-asan demo bench fuzz clean vsix e2e-vscode $(addprefix test-,$(VERSIONS))
->>>>>>> main
+.PHONY: dev test test-asan demo bench bench-web fuzz clean vsix e2e-vscode $(addprefix test-,$(VERSIONS))
 
 .venv-%/done: Makefile pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h)
 	@test -n "$(call python_for,$*)" || { echo "no Python $* found (pyenv or PATH)"; exit 1; }
@@ -62,10 +54,9 @@ demo: .venv-3.11/done
 bench: .venv-3.11/done
 	.venv-3.11/bin/python bench/run.py
 
-<<<<<<< HEAD
 bench-web: .venv-3.11/done
 	.venv-3.11/bin/python bench/run.py --only web
-=======
+
 # The reader and decoder under libFuzzer with ASan and UBSan (clang: apt-get install clang),
 # embedding Python 3.11. Log in build/fuzz.log; a crashing input is saved as build/crash-*.
 FUZZ_SECONDS ?= 600
@@ -96,7 +87,6 @@ vsix: editors/vscode/node_modules/.done
 e2e-vscode: vsix .venv-3.11/done
 	sh tests/e2e/setup.sh
 	RETRACE_PYTHON=$(CURDIR)/.venv-3.11/bin/python node --test tests/e2e/vscode.test.mjs
->>>>>>> main
 
 clean:
 	rm -rf build .venv-* src/retrace/*.so src/*.egg-info

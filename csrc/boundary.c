@@ -9,7 +9,8 @@
  * Records (each framed by stream.c):
  *   'D' varint fid, str name          defines a function id on first use
  *   'C' varint tid, varint fid, u8 outcome, [varint receiver], value
- *        outcome bit 0: raised; bit 1: the receiver's handle follows
+ *        outcome bit 0: raised; bit 1: the receiver's handle follows;
+ *        bit 2: made by code the garbage collector ran
  *   'K' varint tid, varint fid, varint callback, value (args, kwargs)
  *        a callback made by the external call `fid` that is in progress
  *   'E' value                          the end of the run (a dict)
@@ -40,6 +41,10 @@
  * that order: the event is written before the call, so that whatever the call
  * unblocks comes after it in the trace, and replay makes the same call for
  * real when its turn comes.
+ *
+ * Code that the cyclic garbage collector runs (finalizers) makes calls at
+ * moments replay does not share: they are kept out of that order (see "code
+ * the garbage collector runs" below).
  */
 #include "retrace.h"
 
@@ -52,7 +57,7 @@
 #include <frameobject.h>
 
 enum { MODE_OFF, MODE_RECORD, MODE_REPLAY };
-enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1, OUTCOME_RECEIVER = 2 };
+enum { OUTCOME_RETURN = 0, OUTCOME_RAISE = 1, OUTCOME_RECEIVER = 2, OUTCOME_COLLECTOR = 4 };
 
 typedef struct {
     PyObject_HEAD
@@ -66,6 +71,7 @@ typedef struct {
     int receiver;        /* a method of an external object: its handle is checked */
     int statement;       /* runs a statement: text and parameters checked (handles.c) */
     PyObject *members;   /* with statement: members of the result recorded with it, or NULL */
+    PyObject *collector; /* optional: what replay runs when the garbage collector's code calls */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -86,6 +92,12 @@ typedef struct {
     int has_tid;
     uint64_t last_event; /* index of this thread's latest CALL record */
     rt_buf scratch;      /* the record being encoded */
+    int collecting;      /* > 0: the thread runs code of the cyclic garbage collector */
+    int program;         /* ... but now the program's own (a signal handler inside it) */
+    int in_gc;           /* a collection of this thread entered the collector's context */
+    int outside_disabled;    /* the thread's state when the collector began */
+    rt_frame outside_frame;
+    rt_buf other_scratch;    /* the collector's scratch outside a collection, and back */
 } rt_thread;
 
 static int g_mode = MODE_OFF;
@@ -126,6 +138,7 @@ thread_state_free(void *p)
 {
     rt_thread *t = p;
     rt_buf_free(&t->scratch);
+    rt_buf_free(&t->other_scratch);
     free(t);
 }
 
@@ -154,6 +167,14 @@ thread_state(void)
         rt_stepper_thread_numbered();
     }
     return t_state;
+}
+
+/* The thread runs code of the cyclic garbage collector (see "code the
+ * garbage collector runs"). */
+static int
+in_collector(const rt_thread *t)
+{
+    return t->collecting && !t->program;
 }
 
 /* ---- exceptions -------------------------------------------------------- */
@@ -262,6 +283,17 @@ call_through(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwn
     return res;
 }
 
+/* fn(*args) as Retrace's own work: the boundary off for the thread. */
+static PyObject *
+call_internal(rt_thread *t, PyObject *fn, PyObject *const *args, size_t nargsf,
+              PyObject *kwnames)
+{
+    t->disabled++;
+    PyObject *res = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    t->disabled--;
+    return res;
+}
+
 /* ---- recording ----------------------------------------------------------- */
 
 static int
@@ -296,7 +328,9 @@ define_fid(Boundary *self, rt_thread *t)
 }
 
 /* Encode the CALL record for `result` (or the raised exception when result
- * is NULL) and append it. The raised exception, if any, is left in place. */
+ * is NULL) and append it. The raised exception, if any, is left in place.
+ * A call made by the collector's code takes an event number but not the
+ * thread's place in the order (last_event). */
 static int
 record_outcome(Boundary *self, rt_thread *t, PyObject *result)
 {
@@ -318,7 +352,9 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
     rt_buf *b = &t->scratch;
     rt_buf_clear(b);
     int rc = 0, is_new;
-    int outcome = (result ? OUTCOME_RETURN : OUTCOME_RAISE) | (self->receiver ? OUTCOME_RECEIVER : 0);
+    int collector = in_collector(t);
+    int outcome = (result ? OUTCOME_RETURN : OUTCOME_RAISE) | (self->receiver ? OUTCOME_RECEIVER : 0) |
+                  (collector ? OUTCOME_COLLECTOR : 0);
     uint64_t receiver = 0;
     if (self->receiver && t->frame.receiver &&
         rt_handle_get(t->frame.receiver, &receiver, &is_new) < 0)
@@ -333,7 +369,10 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
         rc = rt_encode_refs(b, result ? result : exc, t->frame.refs.list ? &t->frame.refs : NULL);
     if (rc == 0) {
         append_scratch(t);
-        t->last_event = g_event_index++;
+        if (collector)
+            g_event_index++;
+        else
+            t->last_event = g_event_index++;
     }
     Py_XDECREF(redacted);
     if (exc)
@@ -361,7 +400,8 @@ abandon_recording(void)
 /* An output boundary, func(fd, data) -> bytes written: records the CRC-32
  * and length of what was written, not the bytes. func must write without
  * releasing the GIL (write_all), so that the order of the events is the order
- * in which the threads' output reached the file. */
+ * in which the threads' output reached the file. The collector's output is
+ * recorded as (fd, bytes): replay writes it at its place. */
 static PyObject *
 record_output(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf)
 {
@@ -375,7 +415,8 @@ record_output(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf
     Py_ssize_t n = res ? PyLong_AsSsize_t(res) : 0;
     PyObject *recorded = NULL;
     if (res && n >= 0 && n <= data.len)
-        recorded = Py_BuildValue("(kn)", crc32(0, data.buf, (uInt)n), n);
+        recorded = in_collector(t) ? Py_BuildValue("(Oy#)", args[0], (const char *)data.buf, n)
+                                 : Py_BuildValue("(kn)", crc32(0, data.buf, (uInt)n), n);
     if ((res && recorded) || !res) {
         if (record_outcome(self, t, recorded) < 0)
             abandon_recording();
@@ -531,7 +572,7 @@ rt_boundary_callback(uint64_t cbid, PyObject *func, PyObject *const *args, size_
                      PyObject *kwnames)
 {
     rt_thread *t = t_state;
-    if (g_mode != MODE_RECORD || !t || !t->frame.call || !t->disabled || !cbid)
+    if (g_mode != MODE_RECORD || !t || !t->frame.call || !t->disabled || !cbid || in_collector(t))
         return PyObject_Vectorcall(func, args, nargsf, kwnames);
     rt_frame *f = &t->frame;
     if (!f->refs.list && seed_refs(&f->refs, f->args, f->nargs) < 0)
@@ -633,15 +674,12 @@ is_output_record(const uint8_t *rec, size_t len)
            fid < g_nfids && g_fids[fid].boundary && g_fids[fid].boundary->output;
 }
 
-/* Make the next non-definition record pending. 1: pending, 0: end of the
- * recording, -1: error set. */
+static int pass_over_collector_record(const uint8_t *rec, size_t len);
+static int g_reading;   /* fetch_pending is reading: the collector must not read ahead */
+
 static int
-fetch_pending(void)
+read_pending(void)
 {
-    if (!g_reader) {
-        PyErr_SetString(PyExc_RuntimeError, "the replay is over");
-        return -1;
-    }
     while (!g_pending) {
         const uint8_t *rec;
         size_t len;
@@ -662,7 +700,11 @@ fetch_pending(void)
                 return -1;
             continue;
         }
-        if (g_live_outputs && is_output_record(rec, len)) {
+        int passed = g_live_outputs && is_output_record(rec, len)
+                     ? 1 : pass_over_collector_record(rec, len);
+        if (passed < 0)
+            return -1;
+        if (passed) {
             g_event_index++;    /* counted, so indexes keep the recording's numbering */
             continue;
         }
@@ -670,6 +712,21 @@ fetch_pending(void)
         g_pending_len = len;
     }
     return 1;
+}
+
+/* Make the next non-definition record pending. 1: pending, 0: end of the
+ * recording, -1: error set. */
+static int
+fetch_pending(void)
+{
+    if (!g_reader) {
+        PyErr_SetString(PyExc_RuntimeError, "the replay is over");
+        return -1;
+    }
+    g_reading++;
+    int st = read_pending();
+    g_reading--;
+    return st;
 }
 
 /* What the pending record expects, for messages: ("time.time", tid) or a
@@ -845,6 +902,9 @@ replay_signals(rt_thread *t, PyObject *actual, PyObject **raised)
 
 static PyObject *replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args,
                                  size_t nargsf, PyObject *kwnames, PyObject *raised);
+static PyObject *deliver_outcome(Boundary *self, rt_thread *t, PyObject *const *args,
+                                 size_t nargsf, PyObject *kwnames, PyObject *value,
+                                 uint8_t raised);
 
 /* The pending 'K' record: a callback the external call `self` made. Call it
  * as the recording did; what it returns joins the call's refs. */
@@ -1006,7 +1066,16 @@ replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t narg
         PyErr_SetObject((PyObject *)Py_TYPE(handler_exc), handler_exc);
         return NULL;
     }
-    if (outcome == OUTCOME_RAISE) {
+    return deliver_outcome(self, t, args, nargsf, kwnames, value, outcome);
+}
+
+/* A recorded outcome (value, stolen) becomes the call's: raised, made into
+ * the result by the replay function, or returned. */
+static PyObject *
+deliver_outcome(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+                PyObject *kwnames, PyObject *value, uint8_t raised)
+{
+    if (raised) {
         if (!PyExceptionInstance_Check(value)) {
             Py_DECREF(value);
             return corrupt("raised value is not an exception");
@@ -1046,6 +1115,240 @@ replay_recorded(Boundary *self, rt_thread *t, PyObject *const *args, size_t narg
     return value;
 }
 
+/* ---- code the garbage collector runs ----------------------------------------
+ *
+ * The cyclic garbage collector starts when allocations cross a threshold, in
+ * whichever thread allocates, and runs finalizers (__del__, weakref
+ * callbacks, weakref.finalize) that may cross the boundary: a pool that
+ * drains its queue (locks), a socket or a file closed, a clock read, a
+ * warning printed. Replay allocates otherwise (Retrace's own objects; one
+ * thread at a time), so its collections come at other moments or in other
+ * threads, and which objects are garbage at a given point depends on
+ * generations that differ too. So the collector's calls take no place in
+ * the order of the program's events.
+ *
+ * gc.callbacks tells a thread when it runs a collection (_gc_start, kept
+ * first, and _gc_stop, kept last). In between, the thread runs in a context
+ * of its own: the boundary on even if the collection began inside Retrace's
+ * work or an external call (so that in replay a finalizer never reaches the
+ * world by passing through), no call in progress, and a scratch buffer of
+ * its own (the collection may have begun while a record was half encoded).
+ * sys.unraisablehook runs in that context too (as_collector): what it
+ * prints holds addresses, which differ in replay.
+ *
+ * Recording: the collector's calls are 'C' records flagged OUTCOME_COLLECTOR.
+ * They take event numbers, not the thread's place in the order. Output is
+ * recorded as (fd, bytes). Not recorded: ordered calls and those with a
+ * `collector` function (locks, which replay runs for real), and methods of
+ * driver objects (their handles must keep following the program's order).
+ *
+ * Replay passes over those records (counting them): an output is written at
+ * its place, any other record waits in a small stash. The collector's calls
+ * in replay consume no event and reach nothing outside the process:
+ *   - a boundary's `collector` function runs (a lock is taken only if it is
+ *     free: a thread that holds it waits for the baton, so waiting would
+ *     never end);
+ *   - an ordered call (a lock release) runs for real;
+ *   - output is dropped: the recorded output is written instead;
+ *   - any other call takes the outcome of the oldest stashed record of the
+ *     same thread and function, reading ahead up to the program's next
+ *     event (so a gc.collect() at the same place in both runs replays
+ *     exactly), or else raises FinalizerRefused, an OSError, which cleanup
+ *     code usually tolerates; an escaping one is reported by the hook, whose
+ *     output replay drops.
+ */
+
+#define STASH_MAX 64
+
+static PyObject *g_refused;        /* retrace.errors.FinalizerRefused */
+static PyObject *g_gc_callbacks;   /* gc.callbacks */
+static PyObject *g_gc_stop;        /* our "stop" callback, kept last in it */
+
+/* Replay: records of the collector's calls passed over, oldest first */
+typedef struct {
+    uint64_t tid, fid;
+    uint8_t *rec;     /* a copy */
+    size_t len;
+} rt_stashed;
+static rt_stashed g_stash[STASH_MAX];
+static size_t g_nstash;
+
+static void
+swap_scratch(rt_thread *t)
+{
+    rt_buf b = t->scratch;
+    t->scratch = t->other_scratch;
+    t->other_scratch = b;
+}
+
+static void
+collector_enter(rt_thread *t)
+{
+    if (t->collecting++)
+        return;
+    t->outside_disabled = t->disabled;
+    t->outside_frame = t->frame;
+    t->disabled = 0;
+    t->frame = (rt_frame){0};
+    swap_scratch(t);
+}
+
+static void
+collector_leave(rt_thread *t)
+{
+    if (!t->collecting || --t->collecting)
+        return;
+    swap_scratch(t);
+    t->frame = t->outside_frame;
+    t->disabled = t->outside_disabled;
+}
+
+static rt_stashed
+stash_take(size_t i)
+{
+    rt_stashed s = g_stash[i];
+    memmove(&g_stash[i], &g_stash[i + 1], (g_nstash - i - 1) * sizeof *g_stash);
+    g_nstash--;
+    return s;
+}
+
+static void
+stash_clear(void)
+{
+    while (g_nstash)
+        free(stash_take(0).rec);
+}
+
+/* The recorded output of the collector's code, written at its place. */
+static int
+write_collector_output(Boundary *b, rt_cursor *c)
+{
+    PyObject *v = rt_decode(c);
+    if (!v)
+        return -1;
+    if (!PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2 ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(v, 1))) {
+        Py_DECREF(v);
+        corrupt("bad output record");
+        return -1;
+    }
+    rt_thread *t = thread_alloc();
+    if (!t) {
+        Py_DECREF(v);
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyObject *res = call_internal(t, b->func, &PyTuple_GET_ITEM(v, 0), 2, NULL);
+    Py_DECREF(v);
+    Py_XDECREF(res);
+    return res ? 1 : -1;
+}
+
+/* Replay: rec is read. 1: a record of the collector's code, passed over;
+ * 0: another record; -1: error set. */
+static int
+pass_over_collector_record(const uint8_t *rec, size_t len)
+{
+    rt_cursor c = {rec + 1, rec + len};
+    uint64_t tid, fid;
+    uint8_t outcome;
+    if (rec[0] != 'C' || rt_cur_varint(&c, &tid) < 0 || rt_cur_varint(&c, &fid) < 0 ||
+        rt_cur_u8(&c, &outcome) < 0 || !(outcome & OUTCOME_COLLECTOR))
+        return 0;   /* a malformed record is reported when its turn comes */
+    Boundary *b = fid < g_nfids ? g_fids[fid].boundary : NULL;
+    if (b && b->output)
+        return (outcome & OUTCOME_RAISE) || g_live_outputs ? 1 : write_collector_output(b, &c);
+    if (g_nstash == STASH_MAX)
+        free(stash_take(0).rec);
+    uint8_t *copy = malloc(len);
+    if (!copy) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(copy, rec, len);
+    g_stash[g_nstash++] = (rt_stashed){tid, fid, copy, len};
+    return 1;
+}
+
+/* The outcome of the oldest stashed record of thread t calling self (new
+ * reference, *raised set), reading ahead to the program's next event first.
+ * NULL without an error: there is none. */
+static PyObject *
+take_stashed(Boundary *self, rt_thread *t, uint8_t *raised)
+{
+    if (!g_pending && !g_reading && g_reader && fetch_pending() < 0)
+        PyErr_Clear();   /* the program's next call meets it again */
+    for (size_t i = 0; i < g_nstash; i++) {
+        if (g_stash[i].tid != t->tid || g_stash[i].fid >= g_nfids ||
+            g_fids[g_stash[i].fid].boundary != self)
+            continue;
+        /* out of the stash before decoding: decoding may run the collector */
+        rt_stashed s = stash_take(i);
+        rt_cursor c = {s.rec + 1, s.rec + s.len};
+        uint64_t skip;
+        uint8_t outcome;
+        PyObject *value = NULL;
+        if (rt_cur_varint(&c, &skip) < 0 || rt_cur_varint(&c, &skip) < 0 ||
+            rt_cur_u8(&c, &outcome) < 0 ||
+            ((outcome & OUTCOME_RECEIVER) && rt_cur_varint(&c, &skip) < 0))
+            corrupt("bad call record");
+        else
+            value = rt_decode(&c);
+        free(s.rec);
+        *raised = outcome & OUTCOME_RAISE;
+        return value;
+    }
+    return NULL;
+}
+
+static PyObject *
+refused(PyObject *name, const char *why)
+{
+    PyErr_Format(g_refused ? g_refused : PyExc_OSError,
+                 "retrace: in replay, code the garbage collector runs (a finalizer) "
+                 "cannot call %U: %s", name, why);
+    return NULL;
+}
+
+/* A call made by code the collector runs, with the boundary on. */
+static PyObject *
+collector_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
+{
+    if (g_mode == MODE_RECORD) {
+        if (!self->collector && !self->ordered && !self->receiver && t->has_tid &&
+            !(g_writer && rt_writer_stopped(g_writer)))
+            return record_call(self, t, args, nargsf, kwnames);
+        t->disabled++;
+        PyObject *res = call_through(self, args, nargsf, kwnames);
+        t->disabled--;
+        return res;
+    }
+    if (g_divergence_exc)
+        return diverge(NULL, NULL, NULL, NULL, 0);
+    if (self->collector)
+        return call_internal(t, self->collector, args, nargsf, kwnames);
+    if (self->ordered || (self->output && g_live_outputs)) {
+        t->disabled++;
+        PyObject *res = call_through(self, args, nargsf, kwnames);
+        t->disabled--;
+        return res;
+    }
+    if (self->output) {
+        Py_ssize_t n = PyVectorcall_NARGS(nargsf) == 2 ? PyObject_Length(args[1]) : -1;
+        if (n < 0 && !PyErr_Occurred())
+            PyErr_Format(PyExc_TypeError, "%U takes (fd, data)", self->name);
+        return n < 0 ? NULL : PyLong_FromSsize_t(n);
+    }
+    uint8_t raised = 0;
+    PyObject *value = self->receiver || !t->has_tid ? NULL : take_stashed(self, t, &raised);
+    if (value)
+        return deliver_outcome(self, t, args, nargsf, kwnames, value, raised);
+    if (PyErr_Occurred())
+        return NULL;
+    return refused(self->name, "the recording has no such call by this thread's finalizers here");
+}
+
 /* ---- the Boundary type ----------------------------------------------------- */
 
 /* After the end of the run was recorded, the recording is complete: another
@@ -1074,6 +1377,8 @@ boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
             park_forever();
         return call_through(self, args, nargsf, kwnames);
     }
+    if (t_state && in_collector(t_state) && !t_state->disabled)
+        return collector_call(self, t_state, args, nargsf, kwnames);
     rt_thread *t = thread_state();
     if (!t)
         return PyErr_NoMemory();
@@ -1095,12 +1400,13 @@ static PyObject *
 boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output",
-                             "outcome_only", "receiver", "statement", "members", NULL};
-    PyObject *name, *func, *replay = Py_None, *members = Py_None;
+                             "outcome_only", "receiver", "statement", "members", "collector",
+                             NULL};
+    PyObject *name, *func, *replay = Py_None, *members = Py_None, *collector = Py_None;
     int split = 0, ordered = 0, output = 0, outcome_only = 0, receiver = 0, statement = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$OppppppO:Boundary", kwlist, &name, &func,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$OppppppOO:Boundary", kwlist, &name, &func,
                                      &replay, &split, &ordered, &output, &outcome_only,
-                                     &receiver, &statement, &members))
+                                     &receiver, &statement, &members, &collector))
         return NULL;
     if (statement && (!receiver || split || outcome_only)) {
         PyErr_SetString(PyExc_TypeError, "a statement boundary is a receiver one, "
@@ -1116,8 +1422,9 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "a receiver boundary is neither ordered nor output");
         return NULL;
     }
-    if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay))) {
-        PyErr_SetString(PyExc_TypeError, "func and replay must be callable");
+    if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay)) ||
+        (collector != Py_None && !PyCallable_Check(collector))) {
+        PyErr_SetString(PyExc_TypeError, "func, replay and collector must be callable");
         return NULL;
     }
     if (split && replay == Py_None) {
@@ -1145,6 +1452,7 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->receiver = receiver;
     self->statement = statement;
     self->members = members == Py_None ? NULL : Py_NewRef(members);
+    self->collector = collector == Py_None ? NULL : Py_NewRef(collector);
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -1161,6 +1469,7 @@ boundary_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->func);
     Py_VISIT(self->replay);
     Py_VISIT(self->members);
+    Py_VISIT(self->collector);
     return 0;
 }
 
@@ -1173,6 +1482,7 @@ boundary_dealloc(PyObject *op)
     Py_CLEAR(self->func);
     Py_CLEAR(self->replay);
     Py_CLEAR(self->members);
+    Py_CLEAR(self->collector);
     Py_TYPE(op)->tp_free(op);
 }
 
@@ -1221,7 +1531,7 @@ static PyTypeObject BoundaryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "retrace._engine.Boundary",
     .tp_doc = "Boundary(name, func, *, replay=None, split=False, ordered=False,\n"
-              "output=False, outcome_only=False): an\n"
+              "output=False, outcome_only=False, receiver=False, collector=None): an\n"
               "external callable.\n\n"
               "Recording calls func and records its result. With split, func returns\n"
               "(recorded, returned). Replay returns replay(recorded, *args) if given,\n"
@@ -1235,7 +1545,9 @@ static PyTypeObject BoundaryType = {
               "its first argument with the parameters given second: the record holds\n"
               "(result, statement, CRC-32 of the parameters, the values of `members`,\n"
               "member descriptors of the result); replay checks the statement and the\n"
-              "parameters, stores the members and passes on the result.",
+              "parameters, stores the members and passes on the result.\n"
+              "collector: what replay runs, for real, when code the garbage collector\n"
+              "runs makes the call (the call is then not recorded either).",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -1268,6 +1580,7 @@ reset_state(void)
     g_next_fid = 1;
     g_next_tid = 0;
     g_pending = NULL;
+    stash_clear();
     rt_handles_reset();
     for (size_t i = 0; i < g_nfids; i++) {
         Py_CLEAR(g_fids[i].name);
@@ -1503,6 +1816,13 @@ resume(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 static PyObject *
 spawn_thread(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
 {
+    if (g_mode == MODE_REPLAY && t_state && in_collector(t_state)) {
+        PyObject *name = PyUnicode_FromString("a thread start");
+        if (name)
+            refused(name, "its number would shift the numbers of the program's threads");
+        Py_XDECREF(name);
+        return NULL;
+    }
     uint64_t tid = g_next_tid++;
     if (g_mode == MODE_REPLAY && rt_demux_add(tid) < 0)
         return PyErr_NoMemory();
@@ -1732,6 +2052,116 @@ set_redactor(PyObject *Py_UNUSED(m), PyObject *fn)
     Py_RETURN_NONE;
 }
 
+/* gc.callbacks' first and last entries: a collection starts or stops in
+ * this thread (see "code the garbage collector runs"). */
+static PyObject *
+gc_start(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (g_mode == MODE_OFF || nargs < 1 || !PyUnicode_Check(args[0]) ||
+        PyUnicode_CompareWithASCIIString(args[0], "start") != 0)
+        Py_RETURN_NONE;
+    if (!thread_alloc())
+        return PyErr_NoMemory();
+    if (!t_state->in_gc) {
+        t_state->in_gc = 1;
+        collector_enter(t_state);
+    }
+    /* a callback the program appended since runs inside the collection too */
+    Py_ssize_t n = PyList_GET_SIZE(g_gc_callbacks);
+    if (n == 0 || PyList_GET_ITEM(g_gc_callbacks, n - 1) != g_gc_stop) {
+        for (Py_ssize_t i = n - 1; i >= 0; i--) {
+            if (PyList_GET_ITEM(g_gc_callbacks, i) == g_gc_stop) {
+                if (PySequence_DelItem(g_gc_callbacks, i) < 0)
+                    return NULL;
+                break;
+            }
+        }
+        if (PyList_Append(g_gc_callbacks, g_gc_stop) < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+gc_stop(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs >= 1 && PyUnicode_Check(args[0]) && t_state && t_state->in_gc &&
+        PyUnicode_CompareWithASCIIString(args[0], "stop") == 0) {
+        t_state->in_gc = 0;
+        collector_leave(t_state);
+    }
+    Py_RETURN_NONE;
+}
+
+/* watch_collector(refused): gc.callbacks tells each thread when it runs the
+ * collector; refused is the exception of a call replay will not make. */
+static PyObject *
+watch_collector(PyObject *m, PyObject *refused_cls)
+{
+    if (!PyExceptionClass_Check(refused_cls)) {
+        PyErr_SetString(PyExc_TypeError, "watch_collector takes an exception class");
+        return NULL;
+    }
+    Py_XSETREF(g_refused, Py_NewRef(refused_cls));
+    if (g_gc_callbacks)
+        Py_RETURN_NONE;
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *callbacks = gc ? PyObject_GetAttrString(gc, "callbacks") : NULL;
+    PyObject *start = PyObject_GetAttrString(m, "_gc_start");
+    PyObject *stop = PyObject_GetAttrString(m, "_gc_stop");
+    Py_XDECREF(gc);
+    if (!callbacks || !start || !stop || !PyList_Check(callbacks) ||
+        PyList_Insert(callbacks, 0, start) < 0 || PyList_Append(callbacks, stop) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "gc.callbacks is not a list");
+        Py_XDECREF(callbacks);
+        Py_XDECREF(start);
+        Py_XDECREF(stop);
+        return NULL;
+    }
+    g_gc_callbacks = callbacks;
+    g_gc_stop = stop;
+    Py_DECREF(start);
+    Py_RETURN_NONE;
+}
+
+/* as_collector(func, *args): func(*args) as code the collector runs. */
+static PyObject *
+as_collector(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "as_collector(func, *args)");
+        return NULL;
+    }
+    if (!thread_alloc())
+        return PyErr_NoMemory();
+    collector_enter(t_state);
+    PyObject *res = PyObject_Vectorcall(args[0], args + 1, (size_t)nargs - 1, NULL);
+    collector_leave(t_state);
+    return res;
+}
+
+static PyObject *
+collecting(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    return PyBool_FromLong(t_state && in_collector(t_state));
+}
+
+/* swap_program_code(flag) -> old: a signal handler is the program's code,
+ * even when it runs inside a collection. */
+static PyObject *
+swap_program_code(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    int flag = PyObject_IsTrue(arg);
+    if (flag < 0)
+        return NULL;
+    if (!thread_alloc())
+        return PyErr_NoMemory();
+    int old = t_state->program;
+    t_state->program = flag;
+    return PyBool_FromLong(old);
+}
+
 /* patch_type(type, name, value): set an attribute of a C type, including
  * static and immutable ones, so that instances keep their real type. */
 static PyObject *
@@ -1798,6 +2228,18 @@ static PyMethodDef boundary_methods[] = {
     {"spawn_thread", spawn_thread, METH_NOARGS, "the trace number of a thread about to start"},
     {"enter_thread", enter_thread, METH_O, "enter_thread(tid): this thread is number tid"},
     {"leave_thread", leave_thread, METH_NOARGS, "this thread made its last event"},
+    {"watch_collector", watch_collector, METH_O,
+     "watch_collector(refused): know when each thread runs the garbage collector"},
+    {"_gc_start", (PyCFunction)(void (*)(void))gc_start, METH_FASTCALL,
+     "gc.callbacks entry: a collection starts"},
+    {"_gc_stop", (PyCFunction)(void (*)(void))gc_stop, METH_FASTCALL,
+     "gc.callbacks entry: a collection stops"},
+    {"as_collector", (PyCFunction)(void (*)(void))as_collector, METH_FASTCALL,
+     "as_collector(func, *args): call func as code the garbage collector runs"},
+    {"collecting", collecting, METH_NOARGS,
+     "whether this thread runs code of the garbage collector now"},
+    {"swap_program_code", swap_program_code, METH_O,
+     "swap_program_code(flag) -> old: inside a collection, the program's own code runs"},
     {NULL, NULL, 0, NULL},
 };
 

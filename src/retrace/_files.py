@@ -19,6 +19,7 @@ import sys
 import sysconfig
 
 from . import _engine
+from .errors import FinalizerRefused
 
 _real_open = io.open
 _real_scandir = os.scandir
@@ -169,7 +170,18 @@ def _replay_open(info, file, mode, buffering, encoding, errors, newline, closefd
     return ExternalRaw(None, info, name, _raw_mode(mode), closefd)
 
 
-_open_event = _engine.Boundary("io.open", _record_open, replay=_replay_open, split=True)
+def _collector_open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden,
+                    name):
+    """Replay of an open() made by a finalizer the garbage collector runs
+    (_gc.py): code is read live, as in the recording (a traceback's source
+    lines); a data file is not opened."""
+    if _is_internal(file, mode):
+        return _real_open(file, mode, buffering, encoding, errors, newline, closefd)
+    raise FinalizerRefused(f"retrace: in replay, a finalizer cannot open {name!r}")
+
+
+_open_event = _engine.Boundary("io.open", _record_open, replay=_replay_open, split=True,
+                               collector=_collector_open)
 
 
 def _open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden, name):

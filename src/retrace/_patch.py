@@ -20,7 +20,7 @@ import sys
 import types
 import warnings
 
-from . import _drivers, _engine, _files, _fork, _net, _shims, _signals, _tables, _threads
+from . import _drivers, _engine, _files, _fork, _gc, _net, _shims, _signals, _tables, _threads
 
 
 def _shield_import_system():
@@ -143,6 +143,7 @@ def install(exit_hook):
     _threads.install(replaced)
     _fork.install(replaced)
     _signals.install(replaced)
+    _gc.install()
     for orig, replacement in ((_files._real_scandir, _files.scandir),
                               (_files._real_open, _files.open),
                               (os._exit, exit_hook)):

@@ -41,9 +41,10 @@ def _on_signal(signum, frame):
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         return None
-    depth = None
+    depth = collector = None
     if mode == "record" and handler is not None:
         depth = _engine.swap_disabled(0)
+        collector = _engine.swap_program_code(True)   # even inside a collection (_gc.py)
         _event(signum, depth > 0)
     try:
         # The one line that runs the program's handler, in recording and in
@@ -51,6 +52,7 @@ def _on_signal(signum, frame):
         return handler(signum, frame) if handler else None
     finally:
         if depth is not None:
+            _engine.swap_program_code(collector)
             _engine.swap_disabled(depth)
 
 

@@ -17,16 +17,21 @@ in every replay.
   without blocking: the recorded order guarantees that a lock the recording
   acquired is free, and a timed-out acquire returns False at once.
 - The import system's module locks run unrecorded: imports are internal work.
+- Finalizers run by the garbage collector take locks at moments replay does
+  not share (_gc.py): those operations are not events; in replay they run
+  for real, and an acquire takes the lock only if it is free.
 """
 import collections
 import functools
 import itertools
 import _queue
 import _thread
+import gc
 import sys
 import weakref
 
 from . import _engine, _onimport
+from .errors import FinalizerRefused
 
 # How long replay waits for a lock that the recording acquired but that is
 # still held: a thread that ended releases its state lock from C, slightly
@@ -95,11 +100,26 @@ def _settle(acquire, name):
     return replay
 
 
+def _if_free(acquire, name):
+    """Replay of an acquire made by a finalizer the garbage collector runs: the
+    lock is taken only if it is free. The thread holding it waits for the
+    baton, which this thread holds, so waiting would never end."""
+    def collector(lock, blocking=True, timeout=-1):
+        if acquire(lock, False):
+            return True
+        if not blocking or timeout >= 0:
+            return False
+        raise FinalizerRefused(f"retrace: in replay, a finalizer cannot wait for {name}: "
+                               f"another thread holds the lock")
+    return collector
+
+
 def _patch_lock_type(lock_type, prefix, acquires, releases):
     originals = {name: lock_type.__dict__[name] for name in acquires + releases}
     for name in acquires:
         _engine.patch_type(lock_type, name, _engine.BoundaryMethod(
-            f"{prefix}.{name}", originals[name], replay=_settle(originals["acquire"], name)))
+            f"{prefix}.{name}", originals[name], replay=_settle(originals["acquire"], name),
+            collector=_if_free(originals["acquire"], f"{prefix}.{name}")))
     for name in releases:
         _engine.patch_type(lock_type, name, _engine.BoundaryMethod(
             f"{prefix}.{name}", originals[name], ordered=True))
@@ -118,8 +138,15 @@ def _patch_rlock_restore():
         release(lock)
         return orig(lock, state)
 
+    if_free = _if_free(rlock.__dict__["acquire"], "_thread.RLock._acquire_restore")
+
+    def collector(lock, state):
+        if_free(lock)
+        release(lock)
+        return orig(lock, state)
+
     _engine.patch_type(rlock, "_acquire_restore", _engine.BoundaryMethod(
-        "_thread.RLock._acquire_restore", orig, replay=replay))
+        "_thread.RLock._acquire_restore", orig, replay=replay, collector=collector))
 
 
 def _patch_simple_queue():
@@ -130,14 +157,20 @@ def _patch_simple_queue():
 
     Replay puts nothing in the real queue: the items wait in a table by put,
     each get takes the item of its recorded put, and qsize() and empty()
-    return what they returned in the recording."""
+    return what they returned in the recording.
+
+    A finalizer's put (a ThreadPoolExecutor's weakref callback wakes its
+    workers) is no event: the get that takes its item records "gc". Replay
+    keeps what finalizers put apart, and a get of "gc" takes the oldest, after
+    a collection if the replay's collector has not put it yet."""
     sq = _queue.SimpleQueue
     pending_puts = weakref.WeakKeyDictionary()   # recording: queue -> {id(item): [put index]}
     pending_items = weakref.WeakKeyDictionary()  # replay: queue -> {put index: item}
+    collected_items = weakref.WeakKeyDictionary()  # replay: queue -> deque of finalizers' items
 
     def putter(real_put):
         def put(queue, item, *args, **kwargs):
-            index = _engine.thread_event_index()
+            index = "gc" if _engine.collecting() else _engine.thread_event_index()
             if _engine.mode() == "replay":
                 pending_items.setdefault(queue, {})[index] = item
                 return None
@@ -158,6 +191,11 @@ def _patch_simple_queue():
         return get
 
     def replay_get(recorded, queue, *args, **kwargs):
+        if recorded == "gc":
+            if not collected_items.get(queue):
+                gc.collect()
+            if collected_items.get(queue):
+                return collected_items[queue].popleft()
         try:
             return pending_items.get(queue, {}).pop(recorded)
         except KeyError:
@@ -166,13 +204,21 @@ def _patch_simple_queue():
                 "was never put", f"_queue.SimpleQueue.get -> the item of event {recorded}",
                 "a queue without it")
 
+    def collector_put(queue, item, *args, **kwargs):
+        collected_items.setdefault(queue, collections.deque()).append(item)
+
+    def collector_get(queue, *args, **kwargs):
+        raise FinalizerRefused("retrace: in replay, a finalizer cannot take an item from a "
+                               "SimpleQueue")
+
     for name in ("put", "put_nowait"):
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
-            f"_queue.SimpleQueue.{name}", putter(sq.__dict__[name]), ordered=True))
+            f"_queue.SimpleQueue.{name}", putter(sq.__dict__[name]), ordered=True,
+            collector=collector_put))
     for name in ("get", "get_nowait"):
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
             f"_queue.SimpleQueue.{name}", getter(sq.__dict__[name]), split=True,
-            replay=replay_get))
+            replay=replay_get, collector=collector_get))
     for name in ("qsize", "empty"):
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
             f"_queue.SimpleQueue.{name}", sq.__dict__[name]))
