@@ -3,7 +3,7 @@
 #   make test       Python 3.11, 3.12 and 3.13 suites, then the AddressSanitizer run
 #   make test-asan  the C-heavy tests against an ASan+UBSan build of the engine
 #   make demo       record a Flask service under load, then replay its crash offline
-#   make bench      what recording costs against plain runs: bench/results.md (~20 minutes)
+#   make bench      what recording costs against plain runs: bench/results.md (~15 minutes)
 #   make bench-web  only its web section (Flask and Django under gunicorn and wrk)
 #   make fuzz       libFuzzer on the trace reader and decoder for FUZZ_SECONDS (not part of test)
 #   make vsix       lint and package the VS Code extension: editors/vscode/retrace.vsix
