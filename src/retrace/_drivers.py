@@ -210,16 +210,7 @@ def _install_type(module, cls, prefix, spec, support):
 
 
 def _registry(orig, spots):
-    apply = _wrapping(spots, callback, first=0)
-
-    def register(*args, **kwargs):
-        args, kwargs = apply(args, kwargs)
-        return orig(*args, **kwargs)
-
-    register.__name__ = register.__qualname__ = orig.__name__
-    register.__doc__ = orig.__doc__
-    register.__wrapped__ = orig
-    return register
+    return _with_wrapped_arguments(orig, _wrapping(spots, callback, first=0), orig)
 
 
 def _install_driver(module, spec):
