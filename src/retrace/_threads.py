@@ -27,7 +27,9 @@ import itertools
 import _queue
 import _thread
 import gc
+import os
 import sys
+import types
 import weakref
 
 from . import _engine, _onimport
@@ -37,6 +39,11 @@ from .errors import FinalizerRefused
 # still held: a thread that ended releases its state lock from C, slightly
 # after its last event.
 SETTLE_SECONDS = 5.0
+
+# The lock type's own methods, taken before install() patches them: Retrace's
+# bookkeeping locks must not be events.
+_acquire_unrecorded = _thread.LockType.acquire
+_release_unrecorded = _thread.LockType.release
 
 
 def _number_and_start(start, function, args, kwargs):
@@ -164,6 +171,10 @@ def _patch_simple_queue():
     keeps what finalizers put apart, and a get of "gc" takes the oldest, after
     a collection if the replay's collector has not put it yet."""
     sq = _queue.SimpleQueue
+    # Puts and gets of one item (None, a small int) race on its entry: between
+    # bytecodes another thread may switch in, so every step on it is locked.
+    books = types.SimpleNamespace(lock=_thread.allocate_lock())
+    os.register_at_fork(after_in_child=lambda: setattr(books, "lock", _thread.allocate_lock()))
     pending_puts = weakref.WeakKeyDictionary()   # recording: queue -> {id(item): [put index]}
     pending_items = weakref.WeakKeyDictionary()  # replay: queue -> {put index: item}
     collected_items = weakref.WeakKeyDictionary()  # replay: queue -> deque of finalizers' items
@@ -175,18 +186,27 @@ def _patch_simple_queue():
                 pending_items.setdefault(queue, {})[index] = item
                 return None
             # noted before the item is in the queue, where a getter may take it
-            pending_puts.setdefault(queue, {}).setdefault(id(item), collections.deque()).append(index)
+            _acquire_unrecorded(books.lock)
+            try:
+                by_item = pending_puts.setdefault(queue, {})
+                by_item.setdefault(id(item), collections.deque()).append(index)
+            finally:
+                _release_unrecorded(books.lock)
             return real_put(queue, item, *args, **kwargs)
         return put
 
     def getter(real_get):
         def get(queue, *args, **kwargs):
             item = real_get(queue, *args, **kwargs)
-            by_item = pending_puts.get(queue, {})
-            indexes = by_item.get(id(item))
-            index = indexes.popleft() if indexes else None
-            if indexes is not None and not indexes:
-                del by_item[id(item)]
+            _acquire_unrecorded(books.lock)
+            try:
+                by_item = pending_puts.get(queue, {})
+                indexes = by_item.get(id(item))
+                index = indexes.popleft() if indexes else None
+                if indexes is not None and not indexes:
+                    del by_item[id(item)]
+            finally:
+                _release_unrecorded(books.lock)
             return index, item
         return get
 
