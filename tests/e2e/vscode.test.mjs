@@ -59,6 +59,22 @@ async function waitHealthy(url, child, log) {
   throw new Error(`code-server did not answer /healthz in time:\n${fs.readFileSync(log, "utf8")}`);
 }
 
+// Clicks an idempotent control (a view switch, a hover) again until `done`
+// appears: under load the workbench can drop an early click or mouse move.
+async function until(action, done, attempts = 4) {
+  for (let attempt = 1; ; attempt++) {
+    await action();
+    try {
+      await done.waitFor({ timeout: STEP_TIMEOUT / attempts });
+      return;
+    } catch (error) {
+      if (attempt === attempts) {
+        throw error;
+      }
+    }
+  }
+}
+
 function writeJson(file, value) {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, JSON.stringify(value, null, 2));
@@ -150,9 +166,9 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
 
     step("workbench loaded");
     // The Retrace sidebar lists the recording with its outcome.
-    await page.locator('.activitybar .action-item a[aria-label^="Retrace"]').click();
+    const retraceView = page.locator('.activitybar .action-item a[aria-label^="Retrace"]');
     const row = page.locator(".monaco-list-row", { hasText: "crash.retrace" });
-    await row.waitFor();
+    await until(() => retraceView.click(), row);
     await page.locator(".monaco-list-row", { hasText: "crashed: JSONDecodeError" }).waitFor();
     await shot("1-sidebar");
 
@@ -166,14 +182,17 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
     step("summary shown");
 
     // The Explorer offers "Replay in Retrace" on .retrace files.
-    await page.locator('.activitybar .action-item a[aria-label^="Explorer"]').click();
-    await page.locator(".explorer-folders-view .monaco-list-row", { hasText: "crash.retrace" }).click({ button: "right" });
-    await page.locator(".context-view .action-label", { hasText: "Replay in Retrace" }).waitFor();
+    const explorerRow = page.locator(".explorer-folders-view .monaco-list-row", { hasText: "crash.retrace" });
+    await until(() => page.locator('.activitybar .action-item a[aria-label^="Explorer"]').click(), explorerRow);
+    await until(() => explorerRow.click({ button: "right" }),
+      page.locator(".context-view .action-label", { hasText: "Replay in Retrace" }));
     await page.keyboard.press("Escape");
-    await page.locator('.activitybar .action-item a[aria-label^="Retrace"]').click();
-    // Replay from the sidebar: the session starts stopped at the crash.
-    await row.hover();
-    await row.locator('.action-label[aria-label="Replay"]').click();
+    await until(() => retraceView.click(), row);
+    // Replay from the sidebar: the session starts stopped at the crash. Not
+    // retried: a second click would start a second session.
+    const replay = row.locator('.action-label[aria-label="Replay"]:not(.disabled)');
+    await until(() => row.hover(), replay);
+    await replay.click();
     // The Call Stack pane's header shows the state of its only thread.
     const callStackHeader = page.locator(".pane-header", { hasText: /Call Stack/i });
     const callStack = page.locator(".debug-call-stack");
@@ -186,7 +205,8 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
 
     step("stopped at the crash");
     // Step back from the crash: the reply the program got is in `response`.
-    await page.locator('.debug-toolbar .action-label[aria-label^="Step Back"]').click();
+    // Once the toolbar has taken the stop: a click on a disabled button is lost.
+    await page.locator('.debug-toolbar .action-label[aria-label^="Step Back"]:not(.disabled)').click();
     await callStackHeader.filter({ hasText: /Paused on step/i }).waitFor();
     const classify = fs.readFileSync(path.join(workspace, "llm_classify/classify.py"), "utf8");
     const loadsLine = classify.split("\n").findIndex((l) => l.includes("data = json.loads(response)")) + 1;
@@ -202,9 +222,11 @@ test("replay the llm_classify crash from the Retrace sidebar and step back", { t
 
     // Hovering over `response` in the editor evaluates it (in a throwaway process).
     const loads = page.locator(".view-lines .view-line", { hasText: "data = json.loads(response)" });
-    await loads.locator("span", { hasText: /^response$/ }).hover();
     const hover = page.locator(".debug-hover-widget");
-    await hover.waitFor();
+    await until(async () => {
+      await page.mouse.move(5, 500);
+      await loads.locator("span", { hasText: /^response$/ }).hover();
+    }, hover);
     const hovered = (await hover.innerText()).replace(/\s+/g, " ");
     assert.ok(hovered.includes(shown), `the hover shows ${JSON.stringify(hovered)}`);
     await shot("5-hover");
