@@ -113,7 +113,12 @@ static rt_reader *g_reader;
 static PyObject *g_registry;        /* name -> Boundary, for replay lookups */
 static PyObject *g_divergence;      /* callable building a ReplayDivergence */
 static PyObject *g_signal_event;    /* the Boundary of "a signal handler ran here" */
-static PyObject *g_signal_deliver;  /* replay: runs the recorded handler (_signals.py) */
+static PyObject *g_signal_deliver;  /* runs a handler at an external call (_signals.py) */
+/* Recording: a handler that would have run between two bytecodes waits for
+ * the main thread's next external call, where replay can run it too. */
+static volatile int g_signals_deferred;
+static unsigned long g_deferred_thread;
+static struct timespec g_deferred_since;
 static PyObject *g_redact;          /* redact(value) -> value to record, or NULL; replay:
                                      * the recording's, for rt_boundary_redact */
 
@@ -1364,6 +1369,43 @@ park_forever(void)
     Py_END_ALLOW_THREADS
 }
 
+/* Run the signal handlers deferred by _signals.py (see g_signals_deferred),
+ * oldest first. 0, or -1 with the exception a handler raised. */
+static int
+run_deferred_signals(void)
+{
+    while (g_signals_deferred) {
+        g_signals_deferred = 0;   /* set again while more wait */
+        PyObject *res = PyObject_CallNoArgs(g_signal_deliver);
+        if (!res)
+            return -1;
+        Py_DECREF(res);
+    }
+    return 0;
+}
+
+/* How long a deferred handler may wait for an external call: a loop that
+ * makes none still gets its KeyboardInterrupt, between two bytecodes. */
+#define SIGNAL_DEFER_NS 50000000L
+
+/* A pending call (main thread, between bytecodes) that re-queues itself
+ * until the handlers ran at an external call or waited SIGNAL_DEFER_NS. */
+static int
+deferred_signals_deadline(void *Py_UNUSED(arg))
+{
+    if (!g_signals_deferred)
+        return 0;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long waited = (now.tv_sec - g_deferred_since.tv_sec) * 1000000000L +
+                  (now.tv_nsec - g_deferred_since.tv_nsec);
+    if (waited < SIGNAL_DEFER_NS) {
+        Py_AddPendingCall(deferred_signals_deadline, NULL);
+        return 0;
+    }
+    return run_deferred_signals();
+}
+
 static PyObject *
 boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1385,6 +1427,9 @@ boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
     if (t->disabled)
         return call_through(self, args, nargsf, kwnames);
     if (g_mode == MODE_RECORD) {
+        if (g_signals_deferred && (PyObject *)self != g_signal_event &&
+            PyThread_get_thread_ident() == g_deferred_thread && run_deferred_signals() < 0)
+            return NULL;
         /* A cut recording takes no more events: calls go straight through. */
         if (g_writer && rt_writer_stopped(g_writer))
             return call_through(self, args, nargsf, kwnames);
@@ -1967,8 +2012,9 @@ set_divergence_factory(PyObject *Py_UNUSED(m), PyObject *fn)
 }
 
 /* set_signal_delivery(event, deliver): event is the Boundary that records a
- * signal handler running; in replay, deliver() runs the handler recorded at
- * the pending event (see replay_signals). */
+ * signal handler running; deliver() runs one handler at an external call: in
+ * replay the one recorded at the pending event (see replay_signals), in
+ * recording the oldest deferred by defer_signals(). */
 static PyObject *
 set_signal_delivery(PyObject *Py_UNUSED(m), PyObject *args)
 {
@@ -1977,6 +2023,30 @@ set_signal_delivery(PyObject *Py_UNUSED(m), PyObject *args)
         return NULL;
     Py_XSETREF(g_signal_event, Py_NewRef(event));
     Py_XSETREF(g_signal_deliver, Py_NewRef(deliver));
+    Py_RETURN_NONE;
+}
+
+/* defer_signals(on): on, the calling (main) thread's next external call
+ * first calls deliver() (or a pending call does, after SIGNAL_DEFER_NS);
+ * off forgets it (a forked child). */
+static PyObject *
+defer_signals(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    if (on && !g_signal_deliver) {
+        PyErr_SetString(PyExc_RuntimeError, "defer_signals before set_signal_delivery");
+        return NULL;
+    }
+    if (on && !g_signals_deferred) {
+        g_deferred_thread = PyThread_get_thread_ident();
+        clock_gettime(CLOCK_MONOTONIC, &g_deferred_since);
+        g_signals_deferred = 1;
+        Py_AddPendingCall(deferred_signals_deadline, NULL);
+    }
+    else if (!on)
+        g_signals_deferred = 0;
     Py_RETURN_NONE;
 }
 
@@ -2214,7 +2284,9 @@ static PyMethodDef boundary_methods[] = {
      "ReplayDivergence; at_end: the recorded run ended at this point"},
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
     {"set_signal_delivery", set_signal_delivery, METH_VARARGS,
-     "set_signal_delivery(event, deliver): how recorded signal handlers replay"},
+     "set_signal_delivery(event, deliver): how signal handlers record and replay"},
+    {"defer_signals", defer_signals, METH_O,
+     "defer_signals(on): run the deferred signal handlers at the next external call"},
     {"swap_disabled", swap_disabled, METH_O,
      "swap_disabled(n) -> old: set this thread's boundary-off depth"},
     {"divergence", divergence, METH_VARARGS,

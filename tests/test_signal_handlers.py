@@ -85,3 +85,77 @@ def test_handlers_replay_in_place(world, how):
     assert world.inspect(trace)["events"].get("signal.handler") == 6
     for attempt in (1, 2):
         assert_same_run(rec, world.replay(trace), f"replay {attempt}")
+
+
+FLAG_PROGRAM = textwrap.dedent("""\
+    import signal, time
+
+    stop = False
+
+    def on_usr1(signum, frame):
+        global stop
+        stop = True
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+    print("ready", flush=True)
+    n = 0
+    while not stop:
+        n += 1
+        if n % 5000 == 0:
+            time.monotonic()
+    print(f"stopped after {n} rounds")
+""")
+
+
+def test_flag_set_between_bytecodes_is_read_where_replay_reads_it(world):
+    """gunicorn's workers stop on a flag their SIGTERM handler sets. Here the
+    loop tests the flag between two external calls: the handler, which
+    would run between two bytecodes, waits for the next external call, so
+    the loop stops after the same round in the recording and the replay."""
+    prog = world.root / "flag.py"
+    prog.write_text(FLAG_PROGRAM)
+    for attempt in range(3):
+        trace = world.new_trace(f"flag-{attempt}")
+        cmd = [str(c) for c in retrace_cmd("record", "-o", trace, prog)]
+        proc = subprocess.Popen(cmd, cwd=world.work, env=world.record_env(),
+                                start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline() == b"ready\n"
+            time.sleep(random.uniform(0.01, 0.05))
+            proc.send_signal(signal.SIGUSR1)
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            _kill_group(proc)
+        rec = Run(cmd, proc.returncode, b"ready\n" + out, err, 0.0)
+        rounds = int(out.split()[2])
+        assert rec.code == 0 and rounds % 5000 == 0, rec.describe()
+        assert_same_run(rec, world.replay(trace), f"replay of recording {attempt}")
+
+
+def test_keyboard_interrupt_reaches_a_loop_without_external_calls(world):
+    """A deferred handler waits at most 50 ms for an external call: Ctrl-C
+    still interrupts a loop that makes none."""
+    prog = world.root / "spin.py"
+    prog.write_text(textwrap.dedent("""\
+        print("ready", flush=True)
+        n = 0
+        try:
+            while n < 10**8:
+                n += 1
+            print("never interrupted")
+        except KeyboardInterrupt:
+            print("interrupted")
+    """))
+    trace = world.new_trace("spin")
+    cmd = [str(c) for c in retrace_cmd("record", "-o", trace, prog)]
+    proc = subprocess.Popen(cmd, cwd=world.work, env=world.record_env(), start_new_session=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        _kill_group(proc)
+    assert (proc.returncode, out) == (0, b"interrupted\n"), err.decode()

@@ -9,7 +9,12 @@ flag (gunicorn's workers), queues the signal (gunicorn's master) or raises
 Every Python-level handler is installed behind `_on_signal`.  Recording: it
 writes a `signal.handler` event (the signal number, and whether the handler
 interrupted an external call), then runs the handler with the boundary on, so
-the handler's own calls are recorded after it.  Replay: when the main thread
+the handler's own calls are recorded after it.  A handler that would run
+between two bytecodes waits instead for the main thread's next external call
+(csrc/boundary.c, g_signals_deferred) and runs first thing in it, which is
+where replay can run it too; a program that makes no external call for 50 ms
+gets it between two bytecodes after all, at a place replay does not share
+(its replay may then diverge, and says so).  Replay: when the main thread
 reaches its next boundary call and the next record is that event, the engine
 calls `_deliver` first (csrc/boundary.c, replay_signals), which runs the same
 handler there; its calls replay in turn.  A handler that raised inside a
@@ -19,6 +24,7 @@ interrupts it).
 
 `signal.signal` and `signal.getsignal` keep showing the program's handlers.
 """
+import os
 import signal
 import sys
 
@@ -33,22 +39,44 @@ handlers = {}
 _event = _engine.Boundary("signal.handler", lambda signum, inside: (signum, inside))
 
 
+# Recording: signals whose handlers wait for the main thread's next external call.
+_deferred = []
+# True while _deliver runs a handler.
+_delivering = False
+
+
 def _on_signal(signum, frame):
-    handler = handlers.get(signum)
     mode = _engine.mode()
     if mode == "replay" and not _delivering:
         # a signal sent to the replaying process itself
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         return None
+    if mode == "record" and signum in handlers and not _delivering:
+        depth = _engine.swap_disabled(0)
+        if depth == 0:
+            _deferred.append(signum)
+            _engine.defer_signals(True)
+            return None
+        _engine.swap_disabled(depth)
+    return _run(signum, frame)
+
+
+def _forget_deferred():
+    _deferred.clear()
+    _engine.defer_signals(False)
+
+
+def _run(signum, frame):
+    handler = handlers.get(signum)
     depth = collector = None
-    if mode == "record" and handler is not None:
+    if _engine.mode() == "record" and handler is not None:
         depth = _engine.swap_disabled(0)
         collector = _engine.swap_program_code(True)   # even inside a collection (_gc.py)
         _event(signum, depth > 0)
     try:
         # The one line that runs the program's handler, in recording and in
-        # replay (through _deliver): a traceback through it reads the same.
+        # replay (through _on_signal): a traceback through it reads the same.
         return handler(signum, frame) if handler else None
     finally:
         if depth is not None:
@@ -56,17 +84,22 @@ def _on_signal(signum, frame):
             _engine.swap_disabled(depth)
 
 
-_delivering = False
-
-
 def _deliver():
-    """Replay: run the handler recorded at the pending event. Returns None, or
-    the exception the handler raised if it ran inside the call being replayed
-    (the engine raises it from that call)."""
+    """Run one signal handler first thing in an external call (the engine
+    calls this): in replay the handler recorded at the pending event, in
+    recording the oldest deferred one; one function, so that a traceback
+    through it reads the same. Returns None, or the exception the handler
+    raised if it ran inside the call being replayed (the engine raises it
+    from that call)."""
     global _delivering
-    signum, inside = _event(None, None)
-    if signum not in handlers:
-        return None
+    if _engine.mode() == "replay":
+        signum, inside = _event(None, None)
+        if signum not in handlers:
+            return None
+    else:
+        signum, inside = _deferred.pop(0), False
+        if _deferred:
+            _engine.defer_signals(True)
     _delivering = True
     try:
         _on_signal(signum, sys._getframe(1))
@@ -105,6 +138,7 @@ def install(replaced):
             handlers[signum] = handler
             real_signal(signum, _on_signal)
     _engine.set_signal_delivery(_event, _deliver)
+    os.register_at_fork(after_in_child=_forget_deferred)   # the child was not signalled
     for orig, replacement in ((real_signal, signal_), (real_getsignal, getsignal)):
         replaced[id(orig)] = (orig, replacement)
     _signal.signal, _signal.getsignal = signal_, getsignal
