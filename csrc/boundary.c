@@ -51,6 +51,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -119,6 +120,8 @@ static PyObject *g_signal_deliver;  /* runs a handler at an external call (_sign
 static volatile int g_signals_deferred;
 static unsigned long g_deferred_thread;
 static struct timespec g_deferred_since;
+static int g_deferred_signum;   /* one of them, to raise again when overdue */
+static int g_overdue_signum;    /* raised again: its next handler call is ours */
 static PyObject *g_redact;          /* redact(value) -> value to record, or NULL; replay:
                                      * the recording's, for rt_boundary_redact */
 
@@ -1389,11 +1392,13 @@ run_deferred_signals(void)
 #define SIGNAL_DEFER_NS 50000000L
 
 /* A pending call (main thread, between bytecodes) that re-queues itself
- * until the handlers ran at an external call or waited SIGNAL_DEFER_NS. */
+ * until the handlers ran at an external call or waited SIGNAL_DEFER_NS;
+ * then it raises a deferred signal again, so that the handlers run where
+ * CPython runs handlers: it calls the wrapper, which runs them (take_overdue). */
 static int
 deferred_signals_deadline(void *Py_UNUSED(arg))
 {
-    if (!g_signals_deferred)
+    if (!g_signals_deferred || g_overdue_signum)
         return 0;
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -1403,7 +1408,9 @@ deferred_signals_deadline(void *Py_UNUSED(arg))
         Py_AddPendingCall(deferred_signals_deadline, NULL);
         return 0;
     }
-    return run_deferred_signals();
+    g_overdue_signum = g_deferred_signum;
+    PyErr_SetInterruptEx(g_overdue_signum);
+    return 0;
 }
 
 static PyObject *
@@ -2026,33 +2033,54 @@ set_signal_delivery(PyObject *Py_UNUSED(m), PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* defer_signals(on): on, the calling (main) thread's next external call
- * first calls deliver() (or a pending call does, after SIGNAL_DEFER_NS);
- * off forgets it (a forked child). */
+/* defer_signal(signum): the handler of signum waits; the calling (main)
+ * thread's next external call first calls deliver(), or, after
+ * SIGNAL_DEFER_NS without one, signum is raised again (see
+ * deferred_signals_deadline). */
 static PyObject *
-defer_signals(PyObject *Py_UNUSED(m), PyObject *arg)
+defer_signal(PyObject *Py_UNUSED(m), PyObject *arg)
 {
-    int on = PyObject_IsTrue(arg);
-    if (on < 0)
+    long signum = PyLong_AsLong(arg);
+    if (signum == -1 && PyErr_Occurred())
         return NULL;
-    if (on && !g_signal_deliver) {
-        PyErr_SetString(PyExc_RuntimeError, "defer_signals before set_signal_delivery");
+    if (signum < 1 || signum >= NSIG || !g_signal_deliver) {
+        PyErr_SetString(PyExc_ValueError, "defer_signal: no such signal, or no delivery set");
         return NULL;
     }
-    if (on && !g_signals_deferred) {
+    if (!g_signals_deferred) {
         g_deferred_thread = PyThread_get_thread_ident();
         clock_gettime(CLOCK_MONOTONIC, &g_deferred_since);
+        g_deferred_signum = (int)signum;
         g_signals_deferred = 1;
         Py_AddPendingCall(deferred_signals_deadline, NULL);
     }
-    else if (!on)
-        g_signals_deferred = 0;
     Py_RETURN_NONE;
 }
 
-/* swap_disabled(n) -> the previous value: a signal handler is the program's
- * code even when it runs inside an external call, so it runs with the
- * boundary on, and the call's state is restored afterwards. */
+/* take_overdue(signum) -> True if this handler call is the deferred signal
+ * raised again: the waiting handlers run now. */
+static PyObject *
+take_overdue(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    long signum = PyLong_AsLong(arg);
+    if (signum == -1 && PyErr_Occurred())
+        return NULL;
+    if (!g_overdue_signum || signum != g_overdue_signum)
+        Py_RETURN_FALSE;
+    g_overdue_signum = 0;
+    g_signals_deferred = 0;
+    Py_RETURN_TRUE;
+}
+
+/* forget_signals(): a forked child was not signalled. */
+static PyObject *
+forget_signals(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(a))
+{
+    g_signals_deferred = 0;
+    g_overdue_signum = 0;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 swap_disabled(PyObject *Py_UNUSED(m), PyObject *arg)
 {
@@ -2285,8 +2313,11 @@ static PyMethodDef boundary_methods[] = {
     {"patch_type", patch_type, METH_VARARGS, "patch_type(type, name, value)"},
     {"set_signal_delivery", set_signal_delivery, METH_VARARGS,
      "set_signal_delivery(event, deliver): how signal handlers record and replay"},
-    {"defer_signals", defer_signals, METH_O,
-     "defer_signals(on): run the deferred signal handlers at the next external call"},
+    {"defer_signal", defer_signal, METH_O,
+     "defer_signal(signum): its handler waits for the next external call"},
+    {"take_overdue", take_overdue, METH_O,
+     "take_overdue(signum) -> whether the waiting handlers run now"},
+    {"forget_signals", forget_signals, METH_NOARGS, "forget_signals(): no handler waits"},
     {"swap_disabled", swap_disabled, METH_O,
      "swap_disabled(n) -> old: set this thread's boundary-off depth"},
     {"divergence", divergence, METH_VARARGS,

@@ -138,11 +138,14 @@ def test_keyboard_interrupt_reaches_a_loop_without_external_calls(world):
     still interrupts a loop that makes none."""
     prog = world.root / "spin.py"
     prog.write_text(textwrap.dedent("""\
-        print("ready", flush=True)
-        n = 0
-        try:
+        def spin():
+            n = 0
             while n < 10**8:
                 n += 1
+
+        print("ready", flush=True)
+        try:
+            spin()
             print("never interrupted")
         except KeyboardInterrupt:
             print("interrupted")

@@ -55,16 +55,29 @@ def _on_signal(signum, frame):
     if mode == "record" and signum in handlers and not _delivering:
         depth = _engine.swap_disabled(0)
         if depth == 0:
+            if _engine.take_overdue(signum):
+                # no external call came in time: the waiting handlers run here
+                while _deferred:
+                    _run(_next_waiting(), frame)
+                return None
             _deferred.append(signum)
-            _engine.defer_signals(True)
+            _engine.defer_signal(signum)
             return None
         _engine.swap_disabled(depth)
     return _run(signum, frame)
 
 
+def _next_waiting():
+    """The oldest signal whose handler waits; the others keep waiting."""
+    signum = _deferred.pop(0)
+    if _deferred:
+        _engine.defer_signal(_deferred[0])
+    return signum
+
+
 def _forget_deferred():
     _deferred.clear()
-    _engine.defer_signals(False)
+    _engine.forget_signals()
 
 
 def _run(signum, frame):
@@ -97,9 +110,7 @@ def _deliver():
         if signum not in handlers:
             return None
     else:
-        signum, inside = _deferred.pop(0), False
-        if _deferred:
-            _engine.defer_signals(True)
+        signum, inside = _next_waiting(), False
     _delivering = True
     try:
         _on_signal(signum, sys._getframe(1))
