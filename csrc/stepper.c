@@ -25,6 +25,16 @@
  * asked, nothing here allocates Python objects, keeps a reference to the
  * program's objects or runs the program's code, so stops, breakpoints and
  * inspection never change the program's course or the positions.
+ *
+ * The program's own trace function.  A program that calls sys.settrace
+ * (coverage tools, threading.settrace's threads) would replace the
+ * stepper's.  Under the debugger sys.settrace is the stepper's: the thread
+ * keeps the stepper's function, switched to its chaining twin, which calls
+ * the program's function (CPython's, which handles the per-frame local
+ * trace functions) after the stepper's work, with the events CPython would
+ * give it, except in Retrace's own frames and work.  The program's function
+ * object stays the thread's trace object, so sys.gettrace() returns it.
+ * A thread whose program sets no trace function pays nothing for this.
  */
 #include "retrace.h"
 
@@ -84,6 +94,8 @@ typedef struct dthread {
     unsigned long ident;
     activation *stack;          /* its counted frames, outermost first */
     size_t depth, cap;
+    Py_tracefunc program_trace; /* the program's trace function (the thread's trace
+                                   object is its argument), or NULL */
     struct dthread *next;
 } dthread;
 
@@ -91,6 +103,7 @@ typedef struct dthread {
 typedef struct {
     uint64_t gen;               /* breakpoint table it was matched against */
     int skip;                   /* never counted */
+    int own;                    /* Retrace's code: hidden from the program's trace function */
     int file;                   /* index in g_files, -1 */
     int func_bp;                /* index+1 of a function breakpoint on it */
     int library;                /* -1 not known yet; 1 library code (not the user's) */
@@ -118,6 +131,7 @@ static int g_at_tick;           /* paused in a tick: line g_pos is not yet looke
 static Py_ssize_t g_extra = -1; /* co_extra index */
 static char g_own_dir[PATH_MAX];
 static PyObject *g_divergence_type;
+static PyObject *g_settrace;    /* CPython's sys.settrace */
 static char g_libs[MAX_LIBS][PATH_MAX]; /* library directories, resolved, ending in '/' */
 static int g_nlibs;
 static dthread *g_threads;
@@ -159,6 +173,7 @@ static PyObject *g_stop_exc;
 static dthread *g_stop_thread;
 
 static int trace(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
+static int trace_chained(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg);
 static void rescan_here(PyFrameObject *frame, PyObject *exc);
 
 /* ---- code objects --------------------------------------------------------- */
@@ -176,12 +191,18 @@ starts_with(const char *s, const char *prefix)
 }
 
 static int
+own_file(const char *path)
+{
+    return g_own_dir[0] && starts_with(path, g_own_dir);
+}
+
+static int
 skipped_file(PyObject *filename)
 {
     char path[PATH_MAX];
     if (rt_utf8_into(filename, path, sizeof path) < 0)
         return 0;
-    return starts_with(path, "<frozen ") || (g_own_dir[0] && starts_with(path, g_own_dir));
+    return starts_with(path, "<frozen ") || own_file(path);
 }
 
 static code_info *
@@ -197,7 +218,11 @@ info_of(PyCodeObject *code)
     code_info *ci = calloc(1, sizeof *ci);
     if (!ci)
         return NULL;
-    ci->skip = skipped_file(code->co_filename);
+    char path[PATH_MAX];
+    if (rt_utf8_into(code->co_filename, path, sizeof path) >= 0) {
+        ci->own = own_file(path);
+        ci->skip = ci->own || starts_with(path, "<frozen ");
+    }
     ci->file = -1;
     ci->library = -1;
     if (CODE_SET_EXTRA((PyObject *)code, g_extra, ci) < 0) {
@@ -255,6 +280,84 @@ refresh(code_info *ci, PyCodeObject *code)
         }
 }
 
+/* ---- the program's trace function ------------------------------------------ */
+
+static int
+stepper_traces(PyThreadState *ts)
+{
+    return ts->c_tracefunc == trace || ts->c_tracefunc == trace_chained;
+}
+
+/* Put the stepper's trace function on this thread. A trace function already
+ * there is the program's: the stepper's chaining twin takes its place and
+ * calls it. Swapping one function for another keeps the trace object (what
+ * sys.gettrace() returns) and raises no audit event the recording lacks. */
+static void
+install_here(dthread *th)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    if (stepper_traces(ts))
+        return;
+    th->program_trace = ts->c_tracefunc;
+    if (th->program_trace) {
+        ts->c_tracefunc = trace_chained;
+        return;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+    PyEval_SetTrace(trace, NULL);
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyEval_SetTrace(trace, NULL);
+    PyErr_Restore(type, value, tb);
+#endif
+}
+
+/* sys.settrace(function) under the debugger (see the header). */
+static PyObject *
+debug_settrace(PyObject *Py_UNUSED(m), PyObject *function)
+{
+    PyThreadState *ts = PyThreadState_Get();
+    dthread *th = t_dbg;
+    if (!th || !stepper_traces(ts))
+        return PyObject_CallOneArg(g_settrace, function);
+    if (function == Py_None) {
+        /* CPython's would remove the stepper's function too */
+        if (PySys_Audit("sys.settrace", NULL) < 0)
+            return NULL;
+        th->program_trace = NULL;
+        ts->c_tracefunc = trace;
+        Py_CLEAR(ts->c_traceobj);
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyObject_CallOneArg(g_settrace, function);
+    install_here(th);
+    return res;
+}
+
+/* The stepper's trace function on a thread where the program set its own:
+ * the stepper's work, then the program's function, but not in Retrace's
+ * frames and work. Errors are the program's: CPython's function removed
+ * itself and the stepper's, which goes back. */
+static int
+trace_chained(PyObject *obj, PyFrameObject *frame, int what, PyObject *arg)
+{
+    trace(obj, frame, what, arg);
+    dthread *th = t_dbg;
+    if (!g_active || !th || !th->program_trace || rt_thread_suspended())
+        return 0;
+    PyCodeObject *code = PyFrame_GetCode(frame);
+    code_info *ci = info_of(code);
+    Py_DECREF(code);
+    if (ci && ci->own)
+        return 0;
+    int res = th->program_trace(obj, frame, what, arg);
+    install_here(th);
+    return res;
+}
+
 /* ---- threads --------------------------------------------------------------- */
 
 static dthread *
@@ -279,8 +382,9 @@ thread_here(void)
 void
 rt_stepper_thread_numbered(void)
 {
-    if (g_active && thread_here())
-        PyEval_SetTrace(trace, NULL);
+    dthread *th;
+    if (g_active && (th = thread_here()))
+        install_here(th);
 }
 
 void
@@ -289,6 +393,11 @@ rt_stepper_thread_left(void)
     dthread *th = t_dbg;
     if (!th)
         return;
+    PyThreadState *ts = PyThreadState_Get();
+    if (ts->c_tracefunc == trace_chained)
+        ts->c_tracefunc = th->program_trace;    /* the program's goes on alone */
+    else if (ts->c_tracefunc == trace)
+        PyEval_SetTrace(NULL, NULL);
     for (dthread **p = &g_threads; *p; p = &(*p)->next)
         if (*p == th) {
             *p = th->next;
@@ -297,7 +406,6 @@ rt_stepper_thread_left(void)
     t_dbg = NULL;
     free(th->stack);
     free(th);
-    PyEval_SetTrace(NULL, NULL);
 }
 
 uint64_t
@@ -908,11 +1016,25 @@ debug_start(PyObject *Py_UNUSED(m), PyObject *arg)
     }
     if (rt_buf_reserve(&g_msg, 65536) < 0)
         return PyErr_NoMemory();
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (!sys)
+        return NULL;
+    static PyMethodDef settrace_def = {"settrace", debug_settrace, METH_O,
+                                       "settrace(function): the program's trace function"};
+    PyObject *settrace = PyCFunction_New(&settrace_def, NULL);
+    if (!g_settrace)
+        g_settrace = PyObject_GetAttrString(sys, "settrace");
+    int failed = !settrace || !g_settrace || PyObject_SetAttrString(sys, "settrace", settrace) < 0;
+    Py_DECREF(sys);
+    Py_XDECREF(settrace);
+    if (failed)
+        return NULL;
     g_run = (run_spec){.stop_at = 0};
     g_active = 1;
-    if (!thread_here())
+    dthread *th = thread_here();
+    if (!th)
         return PyErr_Format(PyExc_RuntimeError, "the replay has not numbered this thread");
-    PyEval_SetTrace(trace, NULL);
+    install_here(th);
     Py_RETURN_NONE;
 }
 
