@@ -337,6 +337,31 @@ debug_settrace(PyObject *Py_UNUSED(m), PyObject *function)
     return res;
 }
 
+/* Make sys.settrace the stepper's, with the name, doc, module and __self__
+ * of CPython's: the program may look at them. */
+static int
+replace_settrace(void)
+{
+    static PyMethodDef def;
+    PyObject *sys = PyImport_ImportModule("sys");
+    if (!sys)
+        return -1;
+    PyObject *ours = NULL;
+    g_settrace = PyObject_GetAttrString(sys, "settrace");
+    if (g_settrace && PyCFunction_Check(g_settrace) &&
+        ((PyCFunctionObject *)g_settrace)->m_ml->ml_flags == METH_O) {
+        def = *((PyCFunctionObject *)g_settrace)->m_ml;
+        def.ml_meth = debug_settrace;
+        ours = PyCFunction_NewEx(&def, sys, ((PyCFunctionObject *)g_settrace)->m_module);
+    } else if (g_settrace) {
+        PyErr_SetString(PyExc_RuntimeError, "sys.settrace is not CPython's");
+    }
+    int res = ours ? PyObject_SetAttrString(sys, "settrace", ours) : -1;
+    Py_XDECREF(ours);
+    Py_DECREF(sys);
+    return res;
+}
+
 /* The stepper's trace function on a thread where the program set its own:
  * the stepper's work, then the program's function, but not in Retrace's
  * frames and work. Errors are the program's: CPython's function removed
@@ -1016,18 +1041,7 @@ debug_start(PyObject *Py_UNUSED(m), PyObject *arg)
     }
     if (rt_buf_reserve(&g_msg, 65536) < 0)
         return PyErr_NoMemory();
-    PyObject *sys = PyImport_ImportModule("sys");
-    if (!sys)
-        return NULL;
-    static PyMethodDef settrace_def = {"settrace", debug_settrace, METH_O,
-                                       "settrace(function): the program's trace function"};
-    PyObject *settrace = PyCFunction_New(&settrace_def, NULL);
-    if (!g_settrace)
-        g_settrace = PyObject_GetAttrString(sys, "settrace");
-    int failed = !settrace || !g_settrace || PyObject_SetAttrString(sys, "settrace", settrace) < 0;
-    Py_DECREF(sys);
-    Py_XDECREF(settrace);
-    if (failed)
+    if (!g_settrace && replace_settrace() < 0)
         return NULL;
     g_run = (run_spec){.stop_at = 0};
     g_active = 1;

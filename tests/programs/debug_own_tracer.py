@@ -80,6 +80,8 @@ def worker(results, n):
 
 
 def main():
+    print("settrace", sys.settrace.__module__, sys.settrace.__qualname__, repr(sys.settrace),
+          sys.settrace.__doc__.splitlines()[0])
     sys.settrace(global_tracer)
     threading.settrace(global_tracer)
     sys.setprofile(profiler)
