@@ -12,7 +12,7 @@
 VERSIONS ?= 3.11 3.12 3.13
 PYTEST_ARGS ?= -q
 ASAN_TESTS ?= tests/test_codec.py tests/test_stream.py tests/test_core_replay.py tests/test_bad_input.py \
-             tests/test_sqlite.py tests/test_debugger.py tests/test_psycopg2.py
+             tests/test_sqlite.py tests/test_debugger.py tests/test_debugger_tracing.py tests/test_psycopg2.py
 
 # A Python interpreter of version $(1): pyenv's if present, else pythonX.Y on PATH.
 python_for = $(firstword $(wildcard $(HOME)/.pyenv/versions/$(1).*/bin/python$(1)) $(shell command -v python$(1)))
