@@ -378,7 +378,7 @@ ENDINGS = {
     "exception": (1, 1, True),
     "sys.exit": (3, 3, True),
     "os._exit": (4, 4, True),
-    "SIGINT": (130, 130, True),          # KeyboardInterrupt, uncaught
+    "SIGINT": (-signal.SIGINT, -signal.SIGINT, True),   # KeyboardInterrupt, uncaught: as CPython
     "SIGTERM": (-signal.SIGTERM, 3, False),
     "SIGSEGV": (-signal.SIGSEGV, -signal.SIGSEGV, False),   # the fault is in the program
     "SIGABRT": (-signal.SIGABRT, 3, False),                 # abort() is an external call

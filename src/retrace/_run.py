@@ -14,6 +14,7 @@ Exit status: the program's own, 2 for an unusable trace, 3 for a divergence
 (check: see check()).
 """
 import os
+import signal
 import sys
 
 from . import _engine, _fork, _session, _settings
@@ -116,7 +117,8 @@ def run(target, on_start=None, on_error=None):
         # An exception raised again later (the pytest plugin's child raises a
         # test's failure after pytest finished) says where it happened.
         uncaught["crash_index"] = getattr(error, "_retrace_crash_index", crash_index)
-        status = 130 if isinstance(error, KeyboardInterrupt) else 1
+        # CPython ends an uncaught KeyboardInterrupt by SIGINT, for the parent to see
+        status = -signal.SIGINT if isinstance(error, KeyboardInterrupt) else 1
     # Then, as at interpreter exit: join threads, run atexit callbacks. They
     # belong to the run: they may cross the boundary.
     if "threading" in sys.modules:
@@ -288,6 +290,10 @@ def main(argv):
     command = argv[0]
     if command == "record":
         status = record(argv[1], argv[2], argv[3], argv[4:])
+        if status == -signal.SIGINT:
+            # already reported: CPython's -m runner finalizes, then dies by SIGINT
+            sys.excepthook = lambda *exc: None
+            raise KeyboardInterrupt
         sys.exit(status)
     if command == "check":
         check(argv[1], argv[2:])
@@ -297,6 +303,9 @@ def main(argv):
     _engine.stop()
     sys.stdout.flush()
     sys.stderr.flush()
+    if status == -signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGINT)
     _session.real_exit(status)
 
 
