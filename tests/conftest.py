@@ -469,7 +469,10 @@ def pth_guard():
 @contextlib.contextmanager
 def hook_installed(world):
     """`retrace install` into this venv; uninstalled again on the way out."""
-    with pth_guard() as before:
+    with pth_guard():
+        # a hook left by an interrupted run would make `install` a no-op (pth_guard puts it back)
+        world.retrace("uninstall")
+        before = pth_files()
         result = world.retrace("install")
         assert result.code == 0, result.describe()
         added = set(pth_files()) - set(before)
