@@ -447,7 +447,6 @@ arm_test_fault(void)
     }
 }
 
-
 static PyObject *
 raise_test_fault(void)
 {
@@ -456,7 +455,9 @@ raise_test_fault(void)
 }
 
 /* world(fn, *args, **kwargs): fn(*args, **kwargs), the real call made by a
- * recording function. */
+ * recording function. Its outcome goes to the thread's current call: a
+ * recording function must not call another boundary whose func is a
+ * recording function (none does). */
 static PyObject *
 world(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
