@@ -248,6 +248,59 @@ def assert_fault_is_invisible(world, program, args, fault, ordered=False):
     return rec, info
 
 
+GUARDED = textwrap.dedent("""\
+    from retrace import _engine
+    calls = []
+
+    def record(x):
+        calls.append(x)
+        if x == -3:
+            raise KeyError("a bug before the real call")
+        result = _engine.world(abs, x)
+        if x == -5:
+            raise KeyError("a bug after it")
+        return result
+
+    def fallback(done, x):
+        return "fallback", done, abs(x)
+
+    event = _engine.Boundary("test.guarded", record, fallback=fallback)
+    for x in (-1, "s", -5, -7):
+        try:
+            print(event(x), flush=True)
+        except TypeError as exc:
+            print("TypeError", exc, flush=True)
+    print(calls, flush=True)
+""")
+
+
+def test_the_engine_tells_a_bug_from_the_real_calls_exception(world):
+    """The real call's exception (abs("s")) is the call's outcome; an
+    exception after the real call is a bug: the fallback gets the real
+    result; after the cut the recording function is not run again."""
+    program = write_program(world, "guarded.py", GUARDED)
+    rec = record(world, program)
+    assert rec.code == 0, rec.describe()
+    assert rec.out.decode().splitlines() == [
+        "1", "TypeError bad operand type for abs(): 'str'", "('fallback', (5,), 5)",
+        "('fallback', (), 7)", "[-1, 's', -5]"], rec.describe()
+    assert retrace_lines(rec.err) == [
+        "retrace: internal error in the recording of test.guarded: KeyError: 'a bug after it'; "
+        "recording stopped here (the trace keeps everything before), the program goes on "
+        "unrecorded"], rec.describe()
+    assert world.inspect(rec.trace)["events"]["test.guarded"] == 2
+    rep = assert_replay_stops_at_the_cut(world, rec, "an internal error in Retrace")
+    assert rep.out.decode().splitlines() == rec.out.decode().splitlines()[:2]
+    assert re.search(r"actual: +test\.guarded ", rep.err.decode()), rep.describe()
+    # The same bug before the real call: the fallback makes it.
+    edited = write_program(world, "guarded_before.py", GUARDED.replace("x == -5", "x == -9")
+                           .replace("(-1, \"s\", -5, -7)", "(-1, -3, -7)"))
+    rec = record(world, edited)
+    assert rec.out.decode().splitlines() == [
+        "1", "('fallback', (), 3)", "('fallback', (), 7)", "[-1, -3]"], rec.describe()
+    assert "KeyError: 'a bug before the real call'" in rec.err.decode()
+
+
 OPENER = textwrap.dedent("""\
     import os, sys, tempfile, zlib
     data = sys.argv[1]
