@@ -73,6 +73,8 @@ typedef struct {
     int statement;       /* runs a statement: text and parameters checked (handles.c) */
     PyObject *members;   /* with statement: members of the result recorded with it, or NULL */
     PyObject *collector; /* optional: what replay runs when the garbage collector's code calls */
+    PyObject *fallback;  /* optional: func is Retrace's Python code around world() calls;
+                          * fallback(done, *args) is the call without Retrace (see recover) */
     uint64_t fid;        /* id in this recording; 0 until first recorded use */
     vectorcallfunc vectorcall;
 } Boundary;
@@ -84,6 +86,8 @@ typedef struct {
     Py_ssize_t nargs;
     PyObject *receiver;        /* its receiver, an external object (borrowed), or NULL */
     rt_refs refs;              /* set up at its first callback */
+    PyObject *world_result;    /* what its func's latest world() call returned, or NULL */
+    PyObject *world_exc;       /* ... or the exception it raised, or NULL */
 } rt_frame;
 
 typedef struct {
@@ -405,6 +409,160 @@ abandon_recording(void)
         rt_writer_cut(g_writer, RT_CUT_INTERNAL);
 }
 
+/* ---- bugs in Retrace's recording functions ----------------------------------
+ *
+ * A recording function written in Python (the func of a Boundary given a
+ * fallback) mixes Retrace's own code with the real call, which it makes
+ * through world(fn, *args): world() keeps the real call's outcome in the
+ * call's frame. An exception leaving func that world() saw the real call
+ * raise is the call's outcome, recorded as usual; any other is a bug in
+ * Retrace: the recording is cut there, the bug reported once, and the
+ * program gets what it would have got without Retrace (recover). Once the
+ * recording is cut, calls run the fallback instead of func. */
+
+/* RETRACE_TEST_FAULT=NAME@before[:N] or NAME@after[:N] (tests only): at the
+ * Nth world() call made for boundary NAME (after: the Nth that returned), a
+ * bug in Retrace's code right before or after the real call. */
+static char g_fault_spec[256];
+static PyObject *g_fault_name;
+static int g_fault_after;
+static long g_fault_countdown;   /* 0: no fault armed */
+
+static void
+arm_test_fault(void)
+{
+    const char *spec = getenv("RETRACE_TEST_FAULT");
+    const char *at = spec ? strchr(spec, '@') : NULL;
+    g_fault_countdown = 0;
+    if (!at || strlen(spec) >= sizeof g_fault_spec)
+        return;
+    snprintf(g_fault_spec, sizeof g_fault_spec, "%s", spec);
+    g_fault_after = strncmp(at + 1, "after", 5) == 0;
+    const char *nth = strchr(at, ':');
+    g_fault_countdown = nth ? atol(nth + 1) : 1;
+    Py_XSETREF(g_fault_name, PyUnicode_FromStringAndSize(spec, at - spec));
+    if (!g_fault_name) {
+        PyErr_Clear();
+        g_fault_countdown = 0;
+    }
+}
+
+static PyObject *
+raise_test_fault(void)
+{
+    return PyErr_Format(PyExc_RuntimeError, "fault injected by RETRACE_TEST_FAULT=%s",
+                        g_fault_spec);
+}
+
+/* world(fn, *args, **kwargs): fn(*args, **kwargs), the real call made by a
+ * recording function. Its outcome goes to the thread's current call: a
+ * recording function must not call another boundary whose func is a
+ * recording function (none does). */
+static PyObject *
+world(PyObject *Py_UNUSED(m), PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "world(fn, *args, **kwargs) needs fn");
+        return NULL;
+    }
+    rt_thread *t = t_state;
+    rt_frame *f = g_mode == MODE_RECORD && t && t->frame.call ? &t->frame : NULL;
+    int armed = f && g_fault_countdown && PyUnicode_Compare(f->call->name, g_fault_name) == 0;
+    if (armed && !g_fault_after && --g_fault_countdown == 0)
+        return raise_test_fault();
+    PyObject *res = PyObject_Vectorcall(args[0], args + 1, (size_t)(nargs - 1), kwnames);
+    if (!f)
+        return res;
+    Py_CLEAR(f->world_result);
+    Py_CLEAR(f->world_exc);
+    if (res)
+        f->world_result = Py_NewRef(res);
+    else {
+        PyObject *exc = take_exception();
+        f->world_exc = Py_NewRef(exc);
+        restore_exception(exc);
+    }
+    if (armed && g_fault_after && res && --g_fault_countdown == 0) {
+        Py_DECREF(res);
+        return raise_test_fault();
+    }
+    return res;
+}
+
+/* The error set was raised by the real call: world() saw it pass. */
+static int
+raised_by_world(rt_thread *t)
+{
+    if (!t->frame.world_exc)
+        return 0;
+    PyObject *exc = take_exception();
+    int yes = exc == t->frame.world_exc;
+    restore_exception(exc);
+    return yes;
+}
+
+/* fallback(done, *args, **kwargs): the call without Retrace. done is () when
+ * the real call was not made yet (the fallback makes it), else a 1-tuple of
+ * what world() returned (the fallback must not make it again). */
+static PyObject *
+call_fallback(Boundary *self, PyObject *done, PyObject *const *args, size_t nargsf,
+              PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject *small[8];
+    PyObject **all = n < 8 ? small : PyMem_New(PyObject *, n + 1);
+    if (!all)
+        return PyErr_NoMemory();
+    all[0] = done;
+    memcpy(all + 1, args, (size_t)n * sizeof *args);
+    PyObject *res = PyObject_Vectorcall(self->fallback, all, (size_t)nargs + 1, kwnames);
+    if (all != small)
+        PyMem_Free(all);
+    return res;
+}
+
+/* A call the recording no longer takes (it was cut): without Retrace's code. */
+static PyObject *
+call_unrecorded(Boundary *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (!self->fallback)
+        return call_through(self, args, nargsf, kwnames);
+    PyObject *done = PyTuple_New(0);
+    PyObject *res = done ? call_fallback(self, done, args, nargsf, kwnames) : NULL;
+    Py_XDECREF(done);
+    return res;
+}
+
+/* self->func raised an error that is not the real call's: a bug in Retrace.
+ * Cut the recording, report it once (_settings.internal_error), and give the
+ * program what the real call gives it: its exception if it raised, else the
+ * fallback's result. */
+static PyObject *
+recover(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    PyObject *bug = take_exception();
+    PyObject *settings = PyImport_ImportModule("retrace._settings");
+    PyObject *res = settings ? PyObject_CallMethod(settings, "internal_error", "(NO)",
+                                                   PyUnicode_FromFormat("the recording of %U",
+                                                                        self->name), bug)
+                             : NULL;
+    if (!res)
+        abandon_recording();
+    Py_XDECREF(res);
+    Py_XDECREF(settings);
+    Py_DECREF(bug);
+    rt_frame *f = &t->frame;
+    if (f->world_exc) {
+        restore_exception(Py_NewRef(f->world_exc));
+        return NULL;
+    }
+    PyObject *done = f->world_result ? PyTuple_Pack(1, f->world_result) : PyTuple_New(0);
+    res = done ? call_fallback(self, done, args, nargsf, kwnames) : NULL;
+    Py_XDECREF(done);
+    return res;
+}
+
 /* An output boundary, func(fd, data) -> bytes written: records the CRC-32
  * and length of what was written, not the bytes. func must write without
  * releasing the GIL (write_all), so that the order of the events is the order
@@ -461,9 +619,11 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
         return record_output(self, t, args, nargsf);
     rt_frame outer = t->frame;
     t->frame = (rt_frame){self, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0),
-                          receiver_of(self, args, nargsf), {0}};
+                          receiver_of(self, args, nargsf), {0}, NULL, NULL};
     PyObject *res = record_call_framed(self, t, args, nargsf, kwnames);
     rt_refs_free(&t->frame.refs);
+    Py_CLEAR(t->frame.world_result);
+    Py_CLEAR(t->frame.world_exc);
     t->frame = outer;
     return res;
 }
@@ -477,10 +637,17 @@ record_call_framed(Boundary *self, rt_thread *t, PyObject *const *args, size_t n
         if (record_outcome(self, t, Py_None) < 0)
             abandon_recording();
         PyObject *res = PyObject_Vectorcall(self->func, args, nargsf, kwnames);
+        if (!res && self->fallback && !raised_by_world(t))
+            res = recover(self, t, args, nargsf, kwnames);
         t->disabled--;
         return res;
     }
     PyObject *res = call_func(self, args, nargsf, kwnames);
+    if (!res && self->fallback && !raised_by_world(t)) {
+        res = recover(self, t, args, nargsf, kwnames);
+        t->disabled--;
+        return res;
+    }
     PyObject *recorded = res && self->outcome_only ? Py_None : res, *statement = NULL;
     if (res && self->split) {
         if (check_split(self, res) < 0) {
@@ -1328,7 +1495,9 @@ collector_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargs
             !(g_writer && rt_writer_stopped(g_writer)))
             return record_call(self, t, args, nargsf, kwnames);
         t->disabled++;
-        PyObject *res = call_through(self, args, nargsf, kwnames);
+        PyObject *res = g_writer && rt_writer_stopped(g_writer)
+                            ? call_unrecorded(self, args, nargsf, kwnames)
+                            : call_through(self, args, nargsf, kwnames);
         t->disabled--;
         return res;
     }
@@ -1439,7 +1608,7 @@ boundary_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject
             return NULL;
         /* A cut recording takes no more events: calls go straight through. */
         if (g_writer && rt_writer_stopped(g_writer))
-            return call_through(self, args, nargsf, kwnames);
+            return call_unrecorded(self, args, nargsf, kwnames);
         return record_call(self, t, args, nargsf, kwnames);
     }
     return replay_call(self, t, args, nargsf, kwnames);
@@ -1453,12 +1622,13 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"name", "func", "replay", "split", "ordered", "output",
                              "outcome_only", "receiver", "statement", "members", "collector",
-                             NULL};
+                             "fallback", NULL};
     PyObject *name, *func, *replay = Py_None, *members = Py_None, *collector = Py_None;
+    PyObject *fallback = Py_None;
     int split = 0, ordered = 0, output = 0, outcome_only = 0, receiver = 0, statement = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$OppppppOO:Boundary", kwlist, &name, &func,
-                                     &replay, &split, &ordered, &output, &outcome_only,
-                                     &receiver, &statement, &members, &collector))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "UO|$OppppppOOO:Boundary", kwlist, &name,
+                                     &func, &replay, &split, &ordered, &output, &outcome_only,
+                                     &receiver, &statement, &members, &collector, &fallback))
         return NULL;
     if (statement && (!receiver || split || outcome_only)) {
         PyErr_SetString(PyExc_TypeError, "a statement boundary is a receiver one, "
@@ -1475,8 +1645,13 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     if (!PyCallable_Check(func) || (replay != Py_None && !PyCallable_Check(replay)) ||
-        (collector != Py_None && !PyCallable_Check(collector))) {
-        PyErr_SetString(PyExc_TypeError, "func, replay and collector must be callable");
+        (collector != Py_None && !PyCallable_Check(collector)) ||
+        (fallback != Py_None && !PyCallable_Check(fallback))) {
+        PyErr_SetString(PyExc_TypeError, "func, replay, collector and fallback must be callable");
+        return NULL;
+    }
+    if (fallback != Py_None && (output || statement)) {
+        PyErr_SetString(PyExc_TypeError, "an output or statement boundary takes no fallback");
         return NULL;
     }
     if (split && replay == Py_None) {
@@ -1505,6 +1680,7 @@ boundary_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->statement = statement;
     self->members = members == Py_None ? NULL : Py_NewRef(members);
     self->collector = collector == Py_None ? NULL : Py_NewRef(collector);
+    self->fallback = fallback == Py_None ? NULL : Py_NewRef(fallback);
     self->vectorcall = boundary_vectorcall;
     if (PyDict_SetItem(g_registry, name, (PyObject *)self) < 0) {
         Py_DECREF(self);
@@ -1522,6 +1698,7 @@ boundary_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(self->replay);
     Py_VISIT(self->members);
     Py_VISIT(self->collector);
+    Py_VISIT(self->fallback);
     return 0;
 }
 
@@ -1535,6 +1712,7 @@ boundary_dealloc(PyObject *op)
     Py_CLEAR(self->replay);
     Py_CLEAR(self->members);
     Py_CLEAR(self->collector);
+    Py_CLEAR(self->fallback);
     Py_TYPE(op)->tp_free(op);
 }
 
@@ -1583,8 +1761,8 @@ static PyTypeObject BoundaryType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "retrace._engine.Boundary",
     .tp_doc = "Boundary(name, func, *, replay=None, split=False, ordered=False,\n"
-              "output=False, outcome_only=False, receiver=False, collector=None): an\n"
-              "external callable.\n\n"
+              "output=False, outcome_only=False, receiver=False, collector=None,\n"
+              "fallback=None): an external callable.\n\n"
               "Recording calls func and records its result. With split, func returns\n"
               "(recorded, returned). Replay returns replay(recorded, *args) if given,\n"
               "else the recorded value. With ordered, only the call's place among\n"
@@ -1599,7 +1777,12 @@ static PyTypeObject BoundaryType = {
               "member descriptors of the result); replay checks the statement and the\n"
               "parameters, stores the members and passes on the result.\n"
               "collector: what replay runs, for real, when code the garbage collector\n"
-              "runs makes the call (the call is then not recorded either).",
+              "runs makes the call (the call is then not recorded either).\n"
+              "fallback marks func as Retrace's code making the real call through\n"
+              "world(): an exception from func that the real call did not raise is a\n"
+              "bug, which cuts the recording; the program then gets\n"
+              "fallback(done, *args): done is () if the real call was not made yet,\n"
+              "else (what it returned,). A cut recording calls fallback((), *args).",
     .tp_flags = BOUNDARY_FLAGS,
     BOUNDARY_TYPE_FIELDS,
 };
@@ -1682,6 +1865,7 @@ start_recording(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kwds)
     rt_writer_install_fatal_handlers(w);
     reset_state();
     g_mode = MODE_RECORD;
+    arm_test_fault();
     thread_state();       /* the starting thread is thread 0 */
     Py_RETURN_NONE;
 }
@@ -2291,6 +2475,8 @@ static PyMethodDef boundary_methods[] = {
      METH_VARARGS | METH_KEYWORDS,
      "start_recording(path, header, max_size=0, max_memory=0, flight=False)"},
     {"cut", cut, METH_NOARGS, "an internal error stops the recording here"},
+    {"world", (PyCFunction)(void (*)(void))world, METH_FASTCALL | METH_KEYWORDS,
+     "world(fn, *args, **kwargs): the real call inside a recording function (fallback)"},
     {"keep", keep, METH_NOARGS, "write a flight recording to its file now"},
     {"describe_cut", describe_cut, METH_O, "describe_cut(record) -> why the recording was cut"},
     {"set_redactor", set_redactor, METH_O,

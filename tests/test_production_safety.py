@@ -4,7 +4,10 @@ trace crash the reader (docs/security.md).
 
 - limits: RETRACE_MAX_SIZE and RETRACE_MAX_MEMORY cut the recording with a
   marker that replay, check and inspect report; per-process trace names;
-- a bug inside Retrace (RETRACE_TEST_FAULT) stops the recording, not the program;
+- a bug inside Retrace (RETRACE_TEST_FAULT) stops the recording, not the program:
+  in a hook, and in the recording functions around the real call (open,
+  scandir, socket reads, select, psycopg2 fetches, SimpleQueue), before and
+  after the real call;
 - the flight recorder (RETRACE_FLIGHT) writes a trace only for a crash;
 - payload redaction (RETRACE_REDACT): masks in the trace, masks in replay;
 - every way a recorded process can end leaves a trace that replays;
@@ -16,6 +19,7 @@ import random
 import re
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 
@@ -210,6 +214,294 @@ def test_a_bug_in_a_retrace_hook_does_not_change_the_program(world):
     assert info["exit_code"] == 0
     assert 0 < info["events"]["io.open"] < 200
     assert_replay_stops_at_the_cut(world, rec, "an internal error in Retrace")
+
+
+# -- a bug in a recording function, around the real call -----------------------
+#
+# RETRACE_TEST_FAULT=NAME@before:N (or @after:N) makes the recording function
+# of boundary NAME fail right before (after) its Nth real call, as a bug in
+# Retrace's own code would. The program must not notice: it gets what the
+# real call gives, which is made once.
+
+
+def assert_fault_is_invisible(world, program, args, fault, ordered=False):
+    """A plain run and a recording with `fault` print the same and end the
+    same; one line reports the bug; the trace replays up to the bug and stops
+    there, at the call that failed (after it, for an ordered call, whose
+    event is written before the call)."""
+    boundary = fault.split("@")[0]
+    plain = run([PY, program, *args], cwd=world.work, env=world.record_env())
+    assert plain.code == 0, plain.describe()
+    rec = record(world, program, *args, RETRACE_TEST_FAULT=fault)
+    assert (rec.code, rec.out) == (plain.code, plain.out), \
+        f"plain:\n{plain.describe()}\nrecorded:\n{rec.describe()}"
+    assert retrace_lines(rec.err) == [
+        f"retrace: internal error in the recording of {boundary}: RuntimeError: fault "
+        f"injected by RETRACE_TEST_FAULT={fault}; recording stopped here (the trace keeps "
+        f"everything before), the program goes on unrecorded"], rec.describe()
+    assert TRACEBACK not in rec.err, rec.describe()
+    info = world.inspect(rec.trace)
+    assert "internal error in Retrace" in info["cut"]["why"] and info["exit_code"] == 0, info
+    rep = assert_replay_stops_at_the_cut(world, rec, "an internal error in Retrace")
+    if not ordered:
+        assert re.search(rf"actual: +{re.escape(boundary)} ", rep.err.decode()), rep.describe()
+    return rec, info
+
+
+GUARDED = textwrap.dedent("""\
+    from retrace import _engine
+    calls = []
+
+    def record(x):
+        calls.append(x)
+        if x == -3:
+            raise KeyError("a bug before the real call")
+        result = _engine.world(abs, x)
+        if x == -5:
+            raise KeyError("a bug after it")
+        return result
+
+    def fallback(done, x):
+        return "fallback", done, abs(x)
+
+    event = _engine.Boundary("test.guarded", record, fallback=fallback)
+    for x in (-1, "s", -5, -7):
+        try:
+            print(event(x), flush=True)
+        except TypeError as exc:
+            print("TypeError", exc, flush=True)
+    print(calls, flush=True)
+""")
+
+
+def test_the_engine_tells_a_bug_from_the_real_calls_exception(world):
+    """The real call's exception (abs("s")) is the call's outcome; an
+    exception after the real call is a bug: the fallback gets the real
+    result; after the cut the recording function is not run again."""
+    program = write_program(world, "guarded.py", GUARDED)
+    rec = record(world, program)
+    assert rec.code == 0, rec.describe()
+    assert rec.out.decode().splitlines() == [
+        "1", "TypeError bad operand type for abs(): 'str'", "('fallback', (5,), 5)",
+        "('fallback', (), 7)", "[-1, 's', -5]"], rec.describe()
+    assert retrace_lines(rec.err) == [
+        "retrace: internal error in the recording of test.guarded: KeyError: 'a bug after it'; "
+        "recording stopped here (the trace keeps everything before), the program goes on "
+        "unrecorded"], rec.describe()
+    assert world.inspect(rec.trace)["events"]["test.guarded"] == 2
+    rep = assert_replay_stops_at_the_cut(world, rec, "an internal error in Retrace")
+    assert rep.out.decode().splitlines() == rec.out.decode().splitlines()[:2]
+    assert re.search(r"actual: +test\.guarded ", rep.err.decode()), rep.describe()
+    # The same bug before the real call: the fallback makes it.
+    edited = write_program(world, "guarded_before.py", GUARDED.replace("x == -5", "x == -9")
+                           .replace("(-1, \"s\", -5, -7)", "(-1, -3, -7)"))
+    rec = record(world, edited)
+    assert rec.out.decode().splitlines() == [
+        "1", "('fallback', (), 3)", "('fallback', (), 7)", "[-1, -3]"], rec.describe()
+    assert "KeyError: 'a bug before the real call'" in rec.err.decode()
+
+
+OPENER = textwrap.dedent("""\
+    import os, sys, tempfile, zlib
+    data = sys.argv[1]
+    scratch = tempfile.mkdtemp()
+    for i in range(10):
+        with open(data, "rb") as f:
+            print(i, type(f).__name__, f.name == data, f.mode, zlib.crc32(f.read()), flush=True)
+        name = os.path.join(scratch, f"out{i}.txt")
+        with open(name, "x") as f:      # O_EXCL: a second open of it would fail
+            print(type(f).__name__, f.mode, f.encoding, f.name == name, flush=True)
+            f.write(f"line {i}")
+        with open(name, encoding="latin-1") as f:
+            print(type(f).__name__, f.mode, f.encoding, repr(f.read()), flush=True)
+        with open(data, "rb", buffering=0) as f:
+            print(f.mode, len(f.read(100)), flush=True)
+        try:
+            open(name + ".missing")
+        except OSError as exc:
+            print("missing:", type(exc).__name__, exc.errno, flush=True)
+    print(sorted(e.name for e in os.scandir(scratch)), flush=True)
+    print(sorted((e.name, e.is_file(), e.stat().st_size) for e in os.scandir(scratch)),
+          flush=True)
+""")
+
+
+# Past the opens of the interpreter's start-up, the faults hit each of the
+# program's five kinds of open() in some round.
+@pytest.mark.parametrize("fault", [f"io.open@{when}:{n}" for when in ("before", "after")
+                                   for n in range(21, 26)]
+                         + ["posix.scandir@before:1", "posix.scandir@after:2"])
+def test_a_bug_in_the_recording_of_open_does_not_change_the_program(world, fault):
+    program = write_program(world, "opener.py", OPENER)
+    data = world.root / "data.bin"
+    data.write_bytes(os.urandom(3000))
+    rec, info = assert_fault_is_invisible(world, program, [data], fault)
+    if fault.startswith("io.open"):
+        assert 0 < info["events"]["io.open"] < 50, info["events"]   # 50: the whole run
+
+
+def test_a_real_error_of_open_is_still_recorded_and_replayed(world):
+    """The real call's own exception (a missing file) is the call's outcome,
+    recorded and replayed as before."""
+    program = write_program(world, "missing.py", textwrap.dedent("""\
+        import sys
+        for i in range(3):
+            try:
+                open(sys.argv[1])
+            except FileNotFoundError as exc:
+                print("missing", i, exc.errno, exc.filename == sys.argv[1], flush=True)
+        print("done", flush=True)
+    """))
+    missing = world.root / "missing.txt"
+    plain = run([PY, program, missing], cwd=world.work, env=world.record_env())
+    rec = record(world, program, missing)
+    assert (rec.code, rec.out, rec.err) == (0, plain.out, b""), rec.describe()
+    assert b"missing 0 2 True" in rec.out
+    assert world.inspect(rec.trace)["complete"] is True
+    missing.write_text("there now")   # replay reads the trace, not the file
+    assert_same_run(rec, world.replay(rec.trace))
+
+
+HTTP_SERVER = textwrap.dedent("""\
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            n = int(self.path.strip("/"))
+            body = bytes((i * 7 + n) % 251 for i in range(100_000 + n))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(server.server_address[1], flush=True)
+    server.serve_forever()
+""")
+
+HTTP_CLIENT = textwrap.dedent("""\
+    import hashlib, http.client, sys
+    for i in range(6):
+        conn = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]), timeout=30)
+        conn.request("GET", f"/{i}")
+        resp = conn.getresponse()
+        body = resp.read()
+        print(i, resp.status, len(body), hashlib.sha256(body).hexdigest(), flush=True)
+        conn.close()
+""")
+
+
+@pytest.fixture
+def http_server(world):
+    """A local HTTP server in a process of its own, unrecorded: its port."""
+    program = write_program(world, "server.py", HTTP_SERVER)
+    proc = subprocess.Popen([PY, program], stdout=subprocess.PIPE, env=world.record_env(),
+                            start_new_session=True)
+    try:
+        yield int(proc.stdout.readline())
+    finally:
+        _kill_group(proc)
+        proc.wait()
+
+
+@pytest.mark.parametrize("fault", ["_socket.socket.recv_into@before:7",
+                                   "_socket.socket.recv_into@after:7",
+                                   "_socket.socket.__init__@after:2"])
+def test_a_bug_in_the_recording_of_a_socket_read_does_not_lose_data(world, http_server,
+                                                                     fault):
+    """An HTTP client reads 600 KB over real sockets: a bug after recv_into
+    filled the buffer still gives the program those bytes (the bodies'
+    hashes are the plain run's), and one before it reads them for real."""
+    program = write_program(world, "client.py", HTTP_CLIENT)
+    rec, info = assert_fault_is_invisible(world, program, [http_server], fault)
+    assert len(rec.out.splitlines()) == 6
+
+
+SELECTOR = textwrap.dedent("""\
+    import select, socket
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    names = {a: "a", b: "b", c: "c"}
+    for i in range(8):
+        (b if i % 2 else d).send(bytes([i]) * (i + 1))
+        ready = select.select([a, c], [a, b], [], 5)
+        print(i, [[names[s] for s in group] for group in ready], flush=True)
+        for s in ready[0]:
+            print("  got", s.recv(100), flush=True)
+""")
+
+
+@pytest.mark.parametrize("fault", ["select.select@before:3", "select.select@after:3",
+                                   "_socket.socketpair@after:2"])
+def test_a_bug_in_the_recording_of_select_does_not_change_the_program(world, fault):
+    program = write_program(world, "selector.py", SELECTOR)
+    assert_fault_is_invisible(world, program, [], fault)
+
+
+QUEUES = textwrap.dedent("""\
+    import queue, threading
+    q, back = queue.SimpleQueue(), queue.SimpleQueue()
+
+    def worker():
+        while (item := q.get()) is not None:
+            back.put(item * item)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    for i in range(200):
+        q.put(i)
+        print(i, back.get(), flush=True)
+    q.put(None)
+    t.join()
+""")
+
+
+@pytest.mark.parametrize("fault", ["_queue.SimpleQueue.put@before:50",
+                                   "_queue.SimpleQueue.get@after:50"])
+def test_a_bug_in_the_recording_of_a_queue_does_not_change_the_program(world, fault):
+    program = write_program(world, "queues.py", QUEUES)
+    assert_fault_is_invisible(world, program, [], fault, ordered=".put" in fault)
+
+
+PG_FETCH = textwrap.dedent("""\
+    import sys, psycopg2, psycopg2.extras
+    conn = psycopg2.connect(sys.argv[1])
+    cur = conn.cursor()
+    cur.execute("create temporary table item (id int, name text)")
+    cur.executemany("insert into item values (%s, %s)", [(i, f"n{i}") for i in range(30)])
+    for factory in (None, psycopg2.extras.RealDictCursor, psycopg2.extras.DictCursor):
+        cur = conn.cursor(cursor_factory=factory)
+        cur.execute("select id, name from item order by id")
+        one = cur.fetchone()
+        print(type(cur).__name__, type(one).__name__, one, flush=True)
+        print(cur.fetchmany(3), flush=True)
+        print(len(cur.fetchall()), cur.rowcount, flush=True)
+        cur.execute("select name from item where id = 7")
+        print([(type(r).__name__, list(r)) for r in cur], flush=True)
+        cur.execute("select 1 as one")
+        print(cur.description[0].name, flush=True)
+""")
+
+
+@pytest.mark.parametrize("fault", ["psycopg2._psycopg.cursor.fetchone@before:2",
+                                   "psycopg2._psycopg.cursor.fetchone@after:3",
+                                   "psycopg2._psycopg.cursor.fetchall@after:2",
+                                   "psycopg2._psycopg.cursor.fetchmany@before:3",
+                                   "psycopg2._psycopg.cursor.__next__@after:3",
+                                   "psycopg2._psycopg.cursor.description@after:1"])
+def test_a_bug_in_the_recording_of_a_fetch_does_not_change_the_program(world, pg_cluster,
+                                                                       fault):
+    """Rows of plain, RealDictCursor and DictCursor cursors (whose row
+    factory the recording function sets aside for the real fetch)."""
+    pytest.importorskip("psycopg2")
+    program = write_program(world, "pg_fetch.py", PG_FETCH)
+    rec, info = assert_fault_is_invisible(world, program, [pg_cluster.dsn], fault)
+    assert len(rec.out.splitlines()) == 15
 
 
 # -- the flight recorder ------------------------------------------------------

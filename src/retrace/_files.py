@@ -12,6 +12,10 @@ recorded files and writes nothing.
 
 os.scandir() returns DirEntry stand-ins built from the recorded listing, in
 recording too, so that entry.stat() and friends are recorded calls as well.
+
+Both recording functions make the real call through _engine.world(): a bug in
+their own code cuts the recording, and the program gets the real file or
+directory listing (their fallbacks, see boundary.c).
 """
 import io
 import os
@@ -148,18 +152,28 @@ def _raw_mode(mode):
 def _record_open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden, name):
     """The real open, while recording: returns (what replay needs, the file)."""
     if _is_internal(file, mode):
-        return LIVE, _real_open(file, mode, buffering, encoding, errors, newline, closefd)
-    real = _real_fileio(file, _raw_mode(mode), closefd)
-    try:
-        fd = None if fileno_hidden else real.fileno()
-        blksize = getattr(real, "_blksize", io.DEFAULT_BUFFER_SIZE)
-        if "b" not in mode and encoding is None:
-            encoding = io.TextIOWrapper(io.BytesIO()).encoding   # the locale's, as open() does
-        info = (fd, real.isatty(), real.seekable(), blksize, encoding)
-    except BaseException:
-        real.close()
-        raise
+        return LIVE, _engine.world(_real_open, file, mode, buffering, encoding, errors, newline,
+                                   closefd)
+    real = _engine.world(_real_fileio, file, _raw_mode(mode), closefd)
+    fd = None if fileno_hidden else real.fileno()
+    blksize = getattr(real, "_blksize", io.DEFAULT_BUFFER_SIZE)
+    if "b" not in mode and encoding is None:
+        encoding = io.TextIOWrapper(io.BytesIO()).encoding   # the locale's, as open() does
+    info = (fd, real.isatty(), real.seekable(), blksize, encoding)
     return info, ExternalRaw(real, info, name, _raw_mode(mode), closefd)
+
+
+def _unrecorded_open(done, file, mode, buffering, encoding, errors, newline, closefd,
+                     fileno_hidden, name):
+    """open() without Retrace, where _record_open failed: the file open()
+    makes, or the layers open() builds over the raw file already opened."""
+    if not done:
+        return _real_open(file, mode, buffering, encoding, errors, newline, closefd)
+    opened, = done
+    if type(opened) is not _real_fileio:
+        return opened
+    opened.name = name
+    return _layers(opened, mode, buffering, encoding, errors, newline)
 
 
 def _replay_open(info, file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden,
@@ -181,7 +195,7 @@ def _collector_open(file, mode, buffering, encoding, errors, newline, closefd, f
 
 
 _open_event = _engine.Boundary("io.open", _record_open, replay=_replay_open, split=True,
-                               collector=_collector_open)
+                               collector=_collector_open, fallback=_unrecorded_open)
 
 
 def _open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidden, name):
@@ -189,7 +203,7 @@ def _open(file, mode, buffering, encoding, errors, newline, closefd, fileno_hidd
                          fileno_hidden, name)
     if isinstance(opened, ExternalRaw):
         # Outside the event: building the layers makes recorded calls (tell).
-        return _layers(opened, mode, buffering, errors, newline)
+        return _layers(opened, mode, buffering, opened.encoding, errors, newline)
     return opened
 
 
@@ -222,7 +236,7 @@ def open(file, mode="r", buffering=-1, encoding=None, errors=None, newline=None,
     return _open(file, mode, buffering, encoding, errors, newline, closefd, False, file)
 
 
-def _layers(raw, mode, buffering, errors, newline):
+def _layers(raw, mode, buffering, encoding, errors, newline):
     """Build the buffered and text layers over raw the way open() does."""
     line_buffering = buffering == 1 or (buffering < 0 and raw.isatty())
     if buffering == 1 or buffering < 0:
@@ -239,7 +253,7 @@ def _layers(raw, mode, buffering, errors, newline):
         buffer = io.BufferedReader(raw, buffering)
     if "b" in mode:
         return buffer
-    text = io.TextIOWrapper(buffer, raw.encoding, errors, newline, line_buffering)
+    text = io.TextIOWrapper(buffer, encoding, errors, newline, line_buffering)
     text.mode = mode
     return text
 
@@ -379,6 +393,9 @@ class DirEntry:
 
 
 class ScandirIterator:
+    """What os.scandir() returns: over DirEntry stand-ins of a recorded
+    listing, or over real entries when the recording function failed."""
+
     def __init__(self, entries):
         self._entries = iter(entries)
 
@@ -386,7 +403,7 @@ class ScandirIterator:
         return self
 
     def __next__(self):
-        return DirEntry(*next(self._entries))
+        return next(self._entries)
 
     def close(self):
         self._entries = iter(())
@@ -398,16 +415,34 @@ class ScandirIterator:
         self.close()
 
 
-def _record_scandir(path="."):
+def _real_listing(path):
     with _real_scandir(path) as it:
-        return [(e.name, e.path, e.inode(), (e.is_dir(), e.is_dir(follow_symlinks=False)),
-                 (e.is_file(), e.is_file(follow_symlinks=False)), e.is_symlink()) for e in it]
+        return list(it)
 
 
-_scandir_event = _engine.Boundary("posix.scandir", _record_scandir)
+def _record_scandir(path="."):
+    """(the listing, the iterator over its stand-ins)"""
+    listing = [(e.name, e.path, e.inode(), (e.is_dir(), e.is_dir(follow_symlinks=False)),
+                (e.is_file(), e.is_file(follow_symlinks=False)), e.is_symlink())
+               for e in _engine.world(_real_listing, path)]
+    return listing, _replay_scandir(listing, path)
+
+
+def _replay_scandir(listing, path="."):
+    return ScandirIterator(DirEntry(*entry) for entry in listing)
+
+
+def _unrecorded_scandir(done, path="."):
+    """os.scandir() without Retrace, where _record_scandir failed: over the
+    real entries if it read them."""
+    return ScandirIterator(done[0]) if done else _real_scandir(path)
+
+
+_scandir_event = _engine.Boundary("posix.scandir", _record_scandir, replay=_replay_scandir,
+                                  split=True, fallback=_unrecorded_scandir)
 
 
 def scandir(path="."):
     if not _engine.active():
         return _real_scandir(path)
-    return ScandirIterator(_scandir_event(path))
+    return _scandir_event(path)

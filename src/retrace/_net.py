@@ -32,6 +32,10 @@ the program first imports it (loading OpenSSL costs milliseconds).
 
 A socket's finalizer runs with the boundary off: the cyclic GC runs it at
 times replay cannot match.
+
+Recording functions written here make the real call through _engine.world()
+and name it as their fallback (_settings.fallback_to): a bug in their own
+code cuts the recording, and the program gets what the real call returned.
 """
 import os
 import weakref
@@ -40,6 +44,9 @@ import _socket
 import select
 
 from . import _engine, _onimport
+from ._settings import fallback_to
+
+world = _engine.world
 
 # The real callables, taken before patching (posix functions may already be
 # Boundary wrappers: their __wrapped__ is the original).
@@ -88,15 +95,17 @@ def _boundary_method(cls, name, qualname, func=None, **options):
     return wrapper
 
 
-def _split(name, record, replay):
-    """A split event: `record(*args)` returns (recorded, returned),
-    `replay(recorded, *args)` rebuilds the result. A BoundaryMethod, so that
-    it binds like a method in a class."""
-    return _engine.BoundaryMethod(name, record, replay=replay, split=True)
+def _split(name, record, replay, real):
+    """A split event: `record(*args)` returns (recorded, returned), making
+    the call `real(*args)` through world(); `replay(recorded, *args)`
+    rebuilds the result. A BoundaryMethod, so that it binds like a method in
+    a class."""
+    return _engine.BoundaryMethod(name, record, replay=replay, split=True,
+                                  fallback=fallback_to(real))
 
 
-def _split_method(cls, name, qualname, record, replay):
-    call = _split(qualname, record, replay)
+def _split_method(cls, name, qualname, record, replay, real):
+    call = _split(qualname, record, replay, real)
     _engine.patch_type(cls, name, call)
     return call
 
@@ -109,8 +118,8 @@ def _methods(cls, prefix, names):
 
 def _recorded_getter(cls, name, qualname, settable=False, record=None, replay=None):
     """Replace the C attribute cls.name by a property whose getter is an event
-    (a split one with record/replay; the setter, if any, stays real).
-    Returns the property."""
+    (a split one with record/replay, record reading it through world(); the
+    setter, if any, stays real). Returns the property."""
     orig = cls.__dict__[name]
 
     def get(obj):
@@ -119,7 +128,7 @@ def _recorded_getter(cls, name, qualname, settable=False, record=None, replay=No
     if record is None:
         getter = _engine.BoundaryMethod(qualname, get)
     else:
-        getter = _split(qualname, record, replay)
+        getter = _split(qualname, record, replay, get)
     prop = property(getter, (lambda obj, value: orig.__set__(obj, value)) if settable else None)
     _engine.patch_type(cls, name, prop)
     return prop
@@ -153,7 +162,7 @@ SOCKET_EVENTS = [
 
 
 def _record_init(self, family=-1, type=-1, proto=-1, fileno=None):
-    _real_init(self, family, type, proto, fileno)
+    world(_real_init, self, family, type, proto, fileno)
     return (self.family, self.type, self.proto, _real_fileno(self),
             _real_gettimeout(self)), None
 
@@ -179,7 +188,7 @@ def _replay_init(recorded, self, family=-1, type=-1, proto=-1, fileno=None):
 
 
 def _record_recv_into(self, buffer, nbytes=0, flags=0):
-    n = _orig_recv_into(self, buffer, nbytes, flags)
+    n = world(_orig_recv_into, self, buffer, nbytes, flags)
     view = memoryview(buffer)          # recorded without a copy (inlined: the hot path)
     if view.format != "B" or view.ndim != 1:
         view = view.cast("B")
@@ -192,7 +201,7 @@ def _replay_recv_into(data, self, buffer, nbytes=0, flags=0):
 
 
 def _record_recvfrom_into(self, buffer, nbytes=0, flags=0):
-    n, address = _orig_recvfrom_into(self, buffer, nbytes, flags)
+    n, address = world(_orig_recvfrom_into, self, buffer, nbytes, flags)
     return (_view(buffer)[:n], address), (n, address)
 
 
@@ -202,9 +211,19 @@ def _replay_recvfrom_into(recorded, self, buffer, nbytes=0, flags=0):
     return len(data), address
 
 
-def _record_recvmsg_into(self, buffers, *args):
+def _recvmsg_into_list(self, buffers, *args):
+    """(the buffers as a list, what recvmsg_into returned): the program's
+    iterable of buffers is consumed once, by the real call."""
     buffers = list(buffers)
-    result = _orig_recvmsg_into(self, buffers, *args)
+    return buffers, _orig_recvmsg_into(self, buffers, *args)
+
+
+def _unrecorded_recvmsg_into(done, self, buffers, *args):
+    return done[0][1] if done else _orig_recvmsg_into(self, buffers, *args)
+
+
+def _record_recvmsg_into(self, buffers, *args):
+    buffers, result = world(_recvmsg_into_list, self, buffers, *args)
     left, parts = result[0], []
     for buf in buffers:
         view = _view(buf)
@@ -229,7 +248,7 @@ def _replay_recvmsg_into(recorded, self, buffers, *args):
 
 
 def _record_socketpair(*args):
-    pair = _real_socketpair(*args)
+    pair = world(_real_socketpair, *args)
     return tuple((s.family, s.type, s.proto, _real_fileno(s), _real_gettimeout(s))
                  for s in pair), pair
 
@@ -296,17 +315,19 @@ def _install_sockets(replay):
     _methods(S, "_socket.socket", SOCKET_EVENTS)
     _orig_recv_into = S.__dict__["recv_into"]
     _orig_recvfrom_into = S.__dict__["recvfrom_into"]
-    _engine.patch_type(S, "recv_into", _split("_socket.socket.recv_into", _record_recv_into,
-                                              _replay_recv_into))
+    _split_method(S, "recv_into", "_socket.socket.recv_into", _record_recv_into,
+                  _replay_recv_into, _orig_recv_into)
     _split_method(S, "recvfrom_into", "_socket.socket.recvfrom_into", _record_recvfrom_into,
-                  _replay_recvfrom_into)
+                  _replay_recvfrom_into, _orig_recvfrom_into)
     if "recvmsg_into" in S.__dict__:
         _orig_recvmsg_into = S.__dict__["recvmsg_into"]
-        _split_method(S, "recvmsg_into", "_socket.socket.recvmsg_into", _record_recvmsg_into,
-                      _replay_recvmsg_into)
-    _split_method(S, "__init__", "_socket.socket.__init__", _record_init, _replay_init)
+        _engine.patch_type(S, "recvmsg_into", _engine.BoundaryMethod(
+            "_socket.socket.recvmsg_into", _record_recvmsg_into, replay=_replay_recvmsg_into,
+            split=True, fallback=_unrecorded_recvmsg_into))
+    _split_method(S, "__init__", "_socket.socket.__init__", _record_init, _replay_init,
+                  _real_init)
     _socket.socketpair = _split("_socket.socketpair", _record_socketpair,
-                                _replay_socketpair)
+                                _replay_socketpair, _real_socketpair)
     _install_finalizer()
     if replay:
         _engine.patch_type(S, "fileno", _replay_fileno)
@@ -320,7 +341,7 @@ def _install_sockets(replay):
 
 def _record_select(rlist, wlist, xlist, *timeout):
     lists = (list(rlist), list(wlist), list(xlist))
-    ready = _real_select(*lists, *timeout)
+    ready = world(_real_select, *lists, *timeout)
     positions = []
     for given, got in zip(lists, ready):
         ids = {id(obj) for obj in got}
@@ -336,7 +357,7 @@ def _replay_select(positions, rlist, wlist, xlist, *timeout):
 def _install_select(replaced):
     global _real_select
     _real_select = select.select
-    wrapper = _split("select.select", _record_select, _replay_select)
+    wrapper = _split("select.select", _record_select, _replay_select, _real_select)
     select.select = wrapper
     replaced[id(_real_select)] = (_real_select, wrapper)
     if hasattr(select, "poll"):
@@ -470,8 +491,8 @@ def _install_ssl(_ssl):
 
     def record_wrap_socket(context, sock, server_side, server_hostname=None, *, owner=None,
                            session=None):
-        obj = orig_wrap_socket(context, sock, server_side, server_hostname, owner=owner,
-                               session=session)
+        obj = world(orig_wrap_socket, context, sock, server_side, server_hostname, owner=owner,
+                    session=session)
         return (obj.server_side, obj.server_hostname), obj
 
     def replay_wrap_socket(recorded, context, sock, server_side, server_hostname=None, *,
@@ -480,8 +501,8 @@ def _install_ssl(_ssl):
 
     def record_wrap_bio(context, incoming, outgoing, server_side, server_hostname=None, *,
                         owner=None, session=None):
-        obj = orig_wrap_bio(context, incoming, outgoing, server_side, server_hostname,
-                            owner=owner, session=session)
+        obj = world(orig_wrap_bio, context, incoming, outgoing, server_side, server_hostname,
+                    owner=owner, session=session)
         return (obj.server_side, obj.server_hostname), obj
 
     def replay_wrap_bio(recorded, context, incoming, outgoing, server_side,
@@ -489,9 +510,9 @@ def _install_ssl(_ssl):
         return SSLObjectStandIn(context, None, recorded, owner, session)
 
     _split_method(ctx, "_wrap_socket", "_ssl._SSLContext._wrap_socket", record_wrap_socket,
-                  replay_wrap_socket)
+                  replay_wrap_socket, orig_wrap_socket)
     _split_method(ctx, "_wrap_bio", "_ssl._SSLContext._wrap_bio", record_wrap_bio,
-                  replay_wrap_bio)
+                  replay_wrap_bio, orig_wrap_bio)
 
     # The connection object: one Boundary per method, shared by the real type
     # (recording) and the stand-in (replay).
@@ -504,9 +525,9 @@ def _install_ssl(_ssl):
 
     def record_read(obj, size, *buffer):
         if buffer:
-            n = orig_read(obj, size, *buffer)
+            n = world(orig_read, obj, size, *buffer)
             return _view(buffer[0])[:n], n
-        data = orig_read(obj, size)
+        data = world(orig_read, obj, size)
         return data, data
 
     def replay_read(data, obj, size, *buffer):
@@ -515,27 +536,29 @@ def _install_ssl(_ssl):
             return len(data)
         return data
 
-    read = _split("_ssl._SSLSocket.read", record_read, replay_read)
+    read = _split("_ssl._SSLSocket.read", record_read, replay_read, orig_read)
     _engine.patch_type(sslsock, "read", read)
     stand_in.read = read
 
     orig_shutdown = sslsock.__dict__["shutdown"]
     stand_in.shutdown = _split_method(
-        sslsock, "shutdown", "_ssl._SSLSocket.shutdown", lambda obj: (None, orig_shutdown(obj)),
-        lambda recorded, obj: obj._shutdown_result())
+        sslsock, "shutdown", "_ssl._SSLSocket.shutdown",
+        lambda obj: (None, world(orig_shutdown, obj)), lambda recorded, obj: obj._shutdown_result(),
+        orig_shutdown)
 
     for name in ("get_verified_chain", "get_unverified_chain"):
         if name in sslsock.__dict__:
+            orig = sslsock.__dict__[name]
             setattr(stand_in, name, _split_method(
-                sslsock, name, f"_ssl._SSLSocket.{name}", _chain_recorder(sslsock.__dict__[name]),
-                _replay_chain))
+                sslsock, name, f"_ssl._SSLSocket.{name}", _chain_recorder(orig), _replay_chain,
+                orig))
 
     stand_in.session_reused = _recorded_getter(sslsock, "session_reused",
                                                "_ssl._SSLSocket.session_reused")
     orig_session = sslsock.__dict__["session"]
 
     def record_session(obj):
-        s = orig_session.__get__(obj, type(obj))
+        s = world(orig_session.__get__, obj, type(obj))
         info = None if s is None else (s.id, s.time, s.timeout, s.ticket_lifetime_hint,
                                        s.has_ticket)
         return info, s
@@ -559,7 +582,7 @@ def _install_ssl(_ssl):
 def _chain_recorder(orig):
     def record(obj):
         import _ssl
-        chain = orig(obj)
+        chain = world(orig, obj)
         info = None if chain is None else [(c.public_bytes(_ssl.ENCODING_DER), c.get_info())
                                            for c in chain]
         return info, chain

@@ -55,11 +55,16 @@ def _relaying_warnings(name, orig):
     def call(*args):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = orig(*args)
+            result = _engine.world(orig, *args)
         return [(w.category.__name__, str(w.message)) for w in caught
                 if getattr(builtins, w.category.__name__, None) is w.category], result
 
-    event = _engine.Boundary(name, call)
+    def unrecorded(done, *args):
+        """Where call failed: the result, its warnings emitted by orig itself
+        (or, if it ran already, lost)."""
+        return [], done[0] if done else orig(*args)
+
+    event = _engine.Boundary(name, call, fallback=unrecorded)
 
     def relay(*args):
         caught, result = event(*args)

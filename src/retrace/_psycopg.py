@@ -28,9 +28,11 @@ cursor with a row_factory are made outside the fetch events (rows).
 Replay checks that each statement (execute, executemany, callproc, mogrify)
 and its parameters are the recorded ones.
 """
+import functools
 import io
 
 from . import _drivers, _engine
+from ._settings import fallback_to
 
 PLAIN_FACTORIES = ()
 
@@ -88,19 +90,26 @@ def finish(module):
     cursor, connection = module.cursor, module.connection
     description = cursor.__dict__["description"]
     _engine.patch_type(cursor, "description", property(_engine.BoundaryMethod(
-        "psycopg2._psycopg.cursor.description",
-        lambda cur: (_columns(description.__get__(cur)), description.__get__(cur)),
-        replay=lambda fields, cur: _rebuild_columns(fields), split=True, receiver=True)))
+        "psycopg2._psycopg.cursor.description", _recording(description.__get__, _columns),
+        replay=lambda fields, cur: _rebuild_columns(fields), split=True, receiver=True,
+        fallback=fallback_to(description.__get__))))
     notifies = connection.__dict__["notifies"]
     _engine.patch_type(connection, "notifies", property(_engine.BoundaryMethod(
         "psycopg2._psycopg.connection.notifies",
-        lambda conn: ([(n.pid, n.channel, n.payload) for n in notifies.__get__(conn)],
-                      notifies.__get__(conn)),
+        _recording(notifies.__get__, lambda got: [(n.pid, n.channel, n.payload) for n in got]),
         replay=lambda recorded, conn: [module.Notify(*n) for n in recorded],
-        split=True, receiver=True)))
+        split=True, receiver=True, fallback=fallback_to(notifies.__get__))))
     _real_diag = module.Error.__dict__["diag"]
     _engine.exception_extras(module.Error, _record_diag)
     _engine.patch_type(module.Error, "diag", property(_diag))
+
+
+def _recording(get, record):
+    """A split recording function: (record(value), value) of value = get(obj)."""
+    def recording(obj):
+        value = _engine.world(get, obj)
+        return record(value), value
+    return recording
 
 
 def _standin(cls):
@@ -147,17 +156,25 @@ def rows(cls, name, qualname, orig):
     with its own events, and each value is set by index."""
     row_factory = _row_factory
 
-    def fetch_tuples(cur, *args, **kwargs):
+    def tuples(fetch, cur, args, kwargs):
         factory = row_factory.__get__(cur)
         if factory is None:
-            return orig(cur, *args, **kwargs)
+            return fetch(cur, *args, **kwargs)
         row_factory.__set__(cur, None)
         try:
-            return orig(cur, *args, **kwargs)
+            return fetch(cur, *args, **kwargs)
         finally:
             row_factory.__set__(cur, factory)
 
-    event = _engine.BoundaryMethod(qualname, fetch_tuples, receiver=True)
+    def fetch_tuples(cur, *args, **kwargs):
+        return tuples(recorded_fetch, cur, args, kwargs)
+
+    def unrecorded(done, cur, *args, **kwargs):
+        """The fetch without Retrace, where fetch_tuples failed."""
+        return done[0] if done else tuples(orig, cur, args, kwargs)
+
+    recorded_fetch = functools.partial(_engine.world, orig)
+    event = _engine.BoundaryMethod(qualname, fetch_tuples, receiver=True, fallback=unrecorded)
     one = name in ("fetchone", "__next__")
 
     def fetch(cur, *args, **kwargs):

@@ -7,7 +7,9 @@
                                  file only for a crash (retrace.flight)
     RETRACE_REDACT=REGEX         mask what matches in recorded str and bytes payloads
     RETRACE_REDACT_FILE=PATH     one REGEX per line (# starts a comment)
-    RETRACE_TEST_FAULT=WHERE[:N] tests only: Retrace's own hook WHERE fails at its Nth call
+    RETRACE_TEST_FAULT=WHERE[:N] tests only: Retrace's own hook WHERE fails at its Nth call;
+                                 WHERE NAME@before or NAME@after: the recording function of
+                                 boundary NAME fails right before or after its Nth real call
 
 SIZE is a number of bytes with an optional k, M or G suffix (powers of 1024).
 A trace path may hold {pid} and {time} (UTC, 20260102T030405Z), for many
@@ -15,7 +17,9 @@ processes recording at once.
 
 A bug in Retrace's own Python code during recording must not change what
 the program does: internal_error() stops the recording at that point and
-reports it once; the program goes on unrecorded.
+reports it once; the program goes on unrecorded. Recording functions that
+make the real call through _engine.world() are guarded by the engine, which
+then gives the program their fallback's result (fallback_to).
 """
 import os
 import re
@@ -138,6 +142,15 @@ def internal_error(where, exc):
             message = message[os.write(2, message):]
     finally:
         _engine.resume()
+
+
+def fallback_to(real):
+    """The fallback of a recording function (Boundary(..., fallback=)) whose
+    result for the program is what its one _engine.world(real, ...) call
+    returned: that result if the call was made, else real(*args)."""
+    def fallback(done, *args, **kwargs):
+        return done[0] if done else real(*args, **kwargs)
+    return fallback
 
 
 _fault_calls = {}

@@ -33,6 +33,7 @@ import types
 import weakref
 
 from . import _engine, _onimport
+from ._settings import fallback_to
 from .errors import FinalizerRefused
 
 # How long replay waits for a lock that the recording acquired but that is
@@ -192,12 +193,12 @@ def _patch_simple_queue():
                 by_item.setdefault(id(item), collections.deque()).append(index)
             finally:
                 _release_unrecorded(books.lock)
-            return real_put(queue, item, *args, **kwargs)
+            return _engine.world(real_put, queue, item, *args, **kwargs)
         return put
 
     def getter(real_get):
         def get(queue, *args, **kwargs):
-            item = real_get(queue, *args, **kwargs)
+            item = _engine.world(real_get, queue, *args, **kwargs)
             _acquire_unrecorded(books.lock)
             try:
                 by_item = pending_puts.get(queue, {})
@@ -231,14 +232,17 @@ def _patch_simple_queue():
         raise FinalizerRefused("retrace: in replay, a finalizer cannot take an item from a "
                                "SimpleQueue")
 
+    # A bug in the bookkeeping cuts the recording; the queue works on (fallback).
     for name in ("put", "put_nowait"):
+        real = sq.__dict__[name]
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
-            f"_queue.SimpleQueue.{name}", putter(sq.__dict__[name]), ordered=True,
-            collector=collector_put))
+            f"_queue.SimpleQueue.{name}", putter(real), ordered=True, collector=collector_put,
+            fallback=fallback_to(real)))
     for name in ("get", "get_nowait"):
+        real = sq.__dict__[name]
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
-            f"_queue.SimpleQueue.{name}", getter(sq.__dict__[name]), split=True,
-            replay=replay_get, collector=collector_get))
+            f"_queue.SimpleQueue.{name}", getter(real), split=True, replay=replay_get,
+            collector=collector_get, fallback=fallback_to(real)))
     for name in ("qsize", "empty"):
         _engine.patch_type(sq, name, _engine.BoundaryMethod(
             f"_queue.SimpleQueue.{name}", sq.__dict__[name]))
