@@ -2,7 +2,7 @@
 
     python bench/percall.py [--calls N] [--profile] [OP ...]
 
-Each OP of bench/workloads/percall.py runs under callgrind four times:
+Each OP of bench/workloads/call_loop.py runs under callgrind four times:
 plainly and under `retrace record`, with 0 and with N loop iterations. The
 difference between the two runs of a mode is the loop's instructions, so
 startup and imports drop out. Reported per intercepted call: the main
@@ -25,9 +25,9 @@ from pathlib import Path
 
 from common import PY, WORKLOADS, retrace, run
 sys.path.insert(0, str(WORKLOADS))
-from percall import OPS  # noqa: E402
+from call_loop import OPS  # noqa: E402
 
-SCRIPT = WORKLOADS / "percall.py"
+SCRIPT = WORKLOADS / "call_loop.py"
 
 
 def per_thread(cmd, out_dir):

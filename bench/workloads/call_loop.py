@@ -1,6 +1,6 @@
 """Per-call workload: N executions of one intercepted call, for callgrind.
 
-    python percall.py OP N PATH
+    python call_loop.py OP N PATH
 
 bench/percall.py runs it with N = 0 and N > 0, plainly and recorded, and
 takes the difference: the instructions of N calls, without startup.
