@@ -77,10 +77,9 @@ typedef struct {
     vectorcallfunc vectorcall;
 } Boundary;
 
-/* The external call a thread is making (recording), for its callbacks: on
- * record_call's stack while the call runs. */
+/* The external call a thread is making (recording), for its callbacks. */
 typedef struct {
-    Boundary *call;
+    Boundary *call;            /* NULL: none */
     PyObject *const *args;     /* its positional and keyword arguments (borrowed) */
     Py_ssize_t nargs;
     PyObject *receiver;        /* its receiver, an external object (borrowed), or NULL */
@@ -89,7 +88,7 @@ typedef struct {
 
 typedef struct {
     int disabled;        /* > 0: calls pass through unrecorded */
-    rt_frame *frame;     /* the external call in progress, or NULL */
+    rt_frame frame;
     uint64_t tid;        /* thread number in the trace */
     int has_tid;
     uint64_t last_event; /* index of this thread's latest CALL record */
@@ -98,7 +97,7 @@ typedef struct {
     int program;         /* ... but now the program's own (a signal handler inside it) */
     int in_gc;           /* a collection of this thread entered the collector's context */
     int outside_disabled;    /* the thread's state when the collector began */
-    rt_frame *outside_frame;
+    rt_frame outside_frame;
     rt_buf other_scratch;    /* the collector's scratch outside a collection, and back */
 } rt_thread;
 
@@ -365,8 +364,8 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
     int outcome = (result ? OUTCOME_RETURN : OUTCOME_RAISE) | (self->receiver ? OUTCOME_RECEIVER : 0) |
                   (collector ? OUTCOME_COLLECTOR : 0);
     uint64_t receiver = 0;
-    rt_frame *f = t->frame;
-    if (self->receiver && f && f->receiver && rt_handle_get(f->receiver, &receiver, &is_new) < 0)
+    if (self->receiver && t->frame.receiver &&
+        rt_handle_get(t->frame.receiver, &receiver, &is_new) < 0)
         rc = -1;
     else if (rt_buf_put_u8(b, 'C') < 0 || rt_buf_put_varint(b, t->tid) < 0 ||
         rt_buf_put_varint(b, self->fid) < 0 || rt_buf_put_u8(b, (uint8_t)outcome) < 0 ||
@@ -375,7 +374,7 @@ record_outcome(Boundary *self, rt_thread *t, PyObject *result)
         rc = -1;
     }
     else
-        rc = rt_encode_refs(b, result ? result : exc, f && f->refs.list ? &f->refs : NULL);
+        rc = rt_encode_refs(b, result ? result : exc, t->frame.refs.list ? &t->frame.refs : NULL);
     if (rc == 0) {
         append_scratch(t);
         if (collector)
@@ -460,12 +459,11 @@ record_call(Boundary *self, rt_thread *t, PyObject *const *args, size_t nargsf,
     }
     if (self->output)
         return record_output(self, t, args, nargsf);
-    rt_frame frame = {self, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0),
-                      receiver_of(self, args, nargsf), {0}};
-    rt_frame *outer = t->frame;
-    t->frame = &frame;
+    rt_frame outer = t->frame;
+    t->frame = (rt_frame){self, args, PyVectorcall_NARGS(nargsf) + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0),
+                          receiver_of(self, args, nargsf), {0}};
     PyObject *res = record_call_framed(self, t, args, nargsf, kwnames);
-    rt_refs_free(&frame.refs);
+    rt_refs_free(&t->frame.refs);
     t->frame = outer;
     return res;
 }
@@ -582,9 +580,9 @@ rt_boundary_callback(uint64_t cbid, PyObject *func, PyObject *const *args, size_
                      PyObject *kwnames)
 {
     rt_thread *t = t_state;
-    if (g_mode != MODE_RECORD || !t || !t->frame || !t->disabled || !cbid || in_collector(t))
+    if (g_mode != MODE_RECORD || !t || !t->frame.call || !t->disabled || !cbid || in_collector(t))
         return PyObject_Vectorcall(func, args, nargsf, kwnames);
-    rt_frame *f = t->frame;
+    rt_frame *f = &t->frame;
     if (!f->refs.list && seed_refs(&f->refs, f->args, f->nargs) < 0)
         return NULL;
     PyObject *call = pack_call(args, nargsf, kwnames);
@@ -605,13 +603,14 @@ rt_boundary_callback(uint64_t cbid, PyObject *func, PyObject *const *args, size_
     append_scratch(t);
     g_event_index++;
     /* the program's function runs with the boundary on, as outside any call */
+    rt_frame outer = *f;
     int disabled = t->disabled;
-    t->frame = NULL;
+    t->frame = (rt_frame){0};
     t->disabled = 0;
     PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
-    t->frame = f;
+    t->frame = outer;
     t->disabled = disabled;
-    if (rt_refs_add(&f->refs, res ? res : Py_None) < 0) {
+    if (rt_refs_add(&t->frame.refs, res ? res : Py_None) < 0) {
         Py_XDECREF(res);
         return NULL;
     }
@@ -1198,7 +1197,7 @@ collector_enter(rt_thread *t)
     t->outside_disabled = t->disabled;
     t->outside_frame = t->frame;
     t->disabled = 0;
-    t->frame = NULL;
+    t->frame = (rt_frame){0};
     swap_scratch(t);
 }
 
