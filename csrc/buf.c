@@ -1,6 +1,6 @@
-/* buf.c - growable byte buffers (rt_buf) and bounds-checked read cursors
- * (rt_cursor): little-endian fixed-width integers, LEB128 varints and
- * zigzag signed varints.
+/* buf.c - growable byte buffers (rt_buf: the writers are inline, in
+ * retrace.h) and bounds-checked read cursors (rt_cursor): little-endian
+ * fixed-width integers, LEB128 varints and zigzag signed varints.
  *
  * Nothing here touches Python objects or the Python allocator, so the writer
  * thread can use these functions without holding the GIL. */
@@ -10,7 +10,7 @@
 #include <string.h>
 
 int
-rt_buf_reserve(rt_buf *b, size_t extra)
+rt_buf_grow(rt_buf *b, size_t extra)
 {
     if (extra <= b->cap - b->len)
         return 0;
@@ -26,83 +26,6 @@ rt_buf_reserve(rt_buf *b, size_t extra)
     b->data = data;
     b->cap = cap;
     return 0;
-}
-
-int
-rt_buf_put(rt_buf *b, const void *p, size_t n)
-{
-    if (n == 0)
-        return 0;   /* p may be NULL for empty data; memcpy must not see it */
-    if (rt_buf_reserve(b, n) < 0)
-        return -1;
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    return 0;
-}
-
-int
-rt_buf_put_u8(rt_buf *b, uint8_t v)
-{
-    if (rt_buf_reserve(b, 1) < 0)
-        return -1;
-    b->data[b->len++] = v;
-    return 0;
-}
-
-int
-rt_buf_put_u32(rt_buf *b, uint32_t v)
-{
-    uint8_t tmp[4];
-    for (int i = 0; i < 4; i++)
-        tmp[i] = (uint8_t)(v >> (8 * i));
-    return rt_buf_put(b, tmp, sizeof tmp);
-}
-
-int
-rt_buf_put_u64(rt_buf *b, uint64_t v)
-{
-    uint8_t tmp[8];
-    for (int i = 0; i < 8; i++)
-        tmp[i] = (uint8_t)(v >> (8 * i));
-    return rt_buf_put(b, tmp, sizeof tmp);
-}
-
-int
-rt_buf_put_varint(rt_buf *b, uint64_t v)
-{
-    uint8_t tmp[10];
-    size_t n = 0;
-    while (v >= 0x80) {
-        tmp[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    tmp[n++] = (uint8_t)v;
-    return rt_buf_put(b, tmp, n);
-}
-
-int
-rt_buf_put_svarint(rt_buf *b, int64_t v)
-{
-    /* Zigzag keeps small negative numbers short: 0,-1,1,-2 -> 0,1,2,3.
-     * Written without shifting a negative value, which C leaves undefined. */
-    uint64_t u = (uint64_t)v << 1;
-    if (v < 0)
-        u = ~u;
-    return rt_buf_put_varint(b, u);
-}
-
-int
-rt_buf_put_str(rt_buf *b, const char *s, size_t n)
-{
-    if (rt_buf_put_varint(b, n) < 0)
-        return -1;
-    return rt_buf_put(b, s, n);
-}
-
-void
-rt_buf_clear(rt_buf *b)
-{
-    b->len = 0;
 }
 
 void

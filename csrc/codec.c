@@ -169,18 +169,12 @@ type_namespace(PyTypeObject *t)
 #endif
 }
 
-/* The number of fields, hidden ones included, if `t` is a struct sequence
- * type whose instances have `visible` items; else 0. Its n_fields attribute
- * alone proves nothing: a Python tuple subclass could declare one and make
- * PyStructSequence_GetItem read past its items. Only struct sequence types
- * use the struct sequence dealloc. */
+/* The number of fields of struct sequence type `t`, hidden ones included,
+ * from its namespace; 0 if the counts there are missing or inconsistent. */
 static Py_ssize_t
-structseq_fields(PyTypeObject *t, Py_ssize_t visible)
+structseq_count(PyTypeObject *t)
 {
     Py_ssize_t counts[3];
-
-    if (t->tp_base != &PyTuple_Type || t->tp_dealloc != structseq_dealloc)
-        return 0;
     PyObject *ns = type_namespace(t);
     for (int i = 0; i < 3; i++) {
         PyObject *n = PyDict_GetItemWithError(ns, structseq_count_names[i]);
@@ -192,7 +186,46 @@ structseq_fields(PyTypeObject *t, Py_ssize_t visible)
         }
     }
     Py_DECREF(ns);
-    return counts[0] >= counts[1] && counts[0] >= visible ? counts[0] : 0;
+    return counts[0] >= counts[1] ? counts[0] : 0;
+}
+
+/* structseq_count by type, for the few struct sequence types a program
+ * returns (os.stat's, time's): looking the counts up in the type's dict was
+ * a tenth of the cost of recording os.stat(). A type's first count is kept,
+ * which is the one its instances were made for. Entries own their type, so
+ * its address cannot be reused; the oldest entry makes room. */
+#define STRUCTSEQ_CACHE_SIZE 8
+
+static struct {
+    PyTypeObject *type;
+    Py_ssize_t fields;
+} structseq_cache[STRUCTSEQ_CACHE_SIZE];
+static int structseq_cache_next;
+
+/* The number of fields, hidden ones included, if `t` is a struct sequence
+ * type whose instances have `visible` items; else 0. Its n_fields attribute
+ * alone proves nothing: a Python tuple subclass could declare one and make
+ * PyStructSequence_GetItem read past its items. Only struct sequence types
+ * use the struct sequence dealloc. */
+static Py_ssize_t
+structseq_fields(PyTypeObject *t, Py_ssize_t visible)
+{
+    if (t->tp_base != &PyTuple_Type || t->tp_dealloc != structseq_dealloc)
+        return 0;
+    Py_ssize_t fields = -1;
+    for (int i = 0; i < STRUCTSEQ_CACHE_SIZE && fields < 0; i++) {
+        if (structseq_cache[i].type == t)
+            fields = structseq_cache[i].fields;
+    }
+    if (fields < 0) {
+        fields = structseq_count(t);
+        PyTypeObject *old = structseq_cache[structseq_cache_next].type;
+        structseq_cache[structseq_cache_next].type = (PyTypeObject *)Py_NewRef(t);
+        structseq_cache[structseq_cache_next].fields = fields;
+        structseq_cache_next = (structseq_cache_next + 1) % STRUCTSEQ_CACHE_SIZE;
+        Py_XDECREF(old);   /* only now: freeing a type can run code that encodes */
+    }
+    return fields >= visible ? fields : 0;
 }
 
 /* Resolve the parts of `name` after `start` ("Outer.Inner") from module or
@@ -1011,15 +1044,6 @@ static int
 encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
 {
     PyObject *cls;
-    if (PyDateTime_Check(v))   /* before PyDate_Check: datetime is a date */
-        return encode_datetime(out, v);
-    if (PyDate_Check(v))
-        return encode_date(out, v);
-    if (PyTime_Check(v))
-        return encode_time(out, v);
-    if (PyDelta_Check(v))
-        return put_delta(out, PyDateTime_DELTA_GET_DAYS(v), PyDateTime_DELTA_GET_SECONDS(v),
-                         PyDateTime_DELTA_GET_MICROSECONDS(v));
     if (PyLong_Check(v))
         return encode_int(out, v);
     if (PyUnicode_Check(v))
@@ -1040,6 +1064,17 @@ encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
         return encode_items(e, out, TAG_LIST, v, v, depth);
     if (PyDict_Check(v))
         return encode_dict(e, out, v, depth);
+    /* After the builtin types, which no datetime class can also derive from:
+     * each check below walks the class's bases (os.stat() returns a tuple). */
+    if (PyDateTime_Check(v))   /* before PyDate_Check: datetime is a date */
+        return encode_datetime(out, v);
+    if (PyDate_Check(v))
+        return encode_date(out, v);
+    if (PyTime_Check(v))
+        return encode_time(out, v);
+    if (PyDelta_Check(v))
+        return put_delta(out, PyDateTime_DELTA_GET_DAYS(v), PyDateTime_DELTA_GET_SECONDS(v),
+                         PyDateTime_DELTA_GET_MICROSECONDS(v));
     if (PyAnySet_Check(v))
         return encode_set(e, out, v, depth);
     if (PyMemoryView_Check(v)) {
@@ -1069,17 +1104,21 @@ encode_other(encoder *e, rt_buf *out, PyObject *v, int depth)
     return FALLBACK;
 }
 
+/* The tag of None, True or False, which is their whole encoding; else 0. */
+static inline uint8_t
+singleton_tag(PyObject *v)
+{
+    return v == Py_None ? TAG_NONE : v == Py_True ? TAG_TRUE : v == Py_False ? TAG_FALSE : 0;
+}
+
 /* 0, -1 with an exception set, or FALLBACK. */
 static int
 encode_tagged(encoder *e, rt_buf *out, PyObject *v, int depth)
 {
     PyTypeObject *t = Py_TYPE(v);
-    if (v == Py_None)
-        return put_tag(out, TAG_NONE);
-    if (v == Py_True)
-        return put_tag(out, TAG_TRUE);
-    if (v == Py_False)
-        return put_tag(out, TAG_FALSE);
+    uint8_t tag = singleton_tag(v);
+    if (tag)
+        return put_tag(out, tag);
     if (t == &PyLong_Type)
         return encode_int(out, v);
     if (t == &PyUnicode_Type)
@@ -1124,6 +1163,11 @@ rt_encode(rt_buf *out, PyObject *v)
 int
 rt_encode_refs(rt_buf *out, PyObject *v, const rt_refs *refs)
 {
+    /* What lock events record (an ordered release: None; an acquire: True),
+     * without the encoder's setup: these are never refs. */
+    uint8_t tag = singleton_tag(v);
+    if (tag)
+        return put_tag(out, tag);
     encoder e;
     e.refs = refs;
     e.digest = 0;

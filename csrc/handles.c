@@ -322,6 +322,8 @@ rt_refs_add(rt_refs *r, PyObject *o)
 void
 rt_refs_free(rt_refs *r)
 {
+    if (!r->list)
+        return;     /* most calls have none: the table exists only with a list */
     Py_CLEAR(r->list);
     free(r->keys);
     free(r->index);

@@ -17,6 +17,7 @@
 #include <Python.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* ---- buf.c ------------------------------------------------------------ */
 
@@ -27,17 +28,100 @@ typedef struct {
 } rt_buf;
 
 /* All rt_buf_* return 0 on success, -1 when memory is exhausted (no Python
- * exception is set: these run on the writer thread too). */
-int rt_buf_reserve(rt_buf *b, size_t extra);
-int rt_buf_put(rt_buf *b, const void *p, size_t n);
-int rt_buf_put_u8(rt_buf *b, uint8_t v);
-int rt_buf_put_u32(rt_buf *b, uint32_t v);          /* little endian */
-int rt_buf_put_u64(rt_buf *b, uint64_t v);          /* little endian */
-int rt_buf_put_varint(rt_buf *b, uint64_t v);       /* LEB128 */
-int rt_buf_put_svarint(rt_buf *b, int64_t v);       /* zigzag + LEB128 */
-int rt_buf_put_str(rt_buf *b, const char *s, size_t n); /* varint len + bytes */
-void rt_buf_clear(rt_buf *b);                       /* len = 0, keeps memory */
+ * exception is set: these run on the writer thread too). The writers are
+ * inline: every recorded event makes a dozen of them, and a call costs more
+ * than the write when there is room (callgrind: bench/percall.py). */
+int rt_buf_grow(rt_buf *b, size_t extra);           /* room for `extra` more bytes */
 void rt_buf_free(rt_buf *b);
+
+static inline int
+rt_buf_reserve(rt_buf *b, size_t extra)
+{
+    return extra <= b->cap - b->len ? 0 : rt_buf_grow(b, extra);
+}
+
+static inline int
+rt_buf_put(rt_buf *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;   /* p may be NULL for empty data; memcpy must not see it */
+    if (rt_buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+static inline int
+rt_buf_put_u8(rt_buf *b, uint8_t v)
+{
+    if (rt_buf_reserve(b, 1) < 0)
+        return -1;
+    b->data[b->len++] = v;
+    return 0;
+}
+
+/* little endian */
+static inline int
+rt_buf_put_uint(rt_buf *b, uint64_t v, int nbytes)
+{
+    if (rt_buf_reserve(b, (size_t)nbytes) < 0)
+        return -1;
+    for (int i = 0; i < nbytes; i++)
+        b->data[b->len++] = (uint8_t)(v >> (8 * i));
+    return 0;
+}
+
+static inline int
+rt_buf_put_u32(rt_buf *b, uint32_t v)
+{
+    return rt_buf_put_uint(b, v, 4);
+}
+
+static inline int
+rt_buf_put_u64(rt_buf *b, uint64_t v)
+{
+    return rt_buf_put_uint(b, v, 8);
+}
+
+/* LEB128 */
+static inline int
+rt_buf_put_varint(rt_buf *b, uint64_t v)
+{
+    if (rt_buf_reserve(b, 10) < 0)
+        return -1;
+    uint8_t *p = b->data + b->len;
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    b->len = (size_t)(p - b->data);
+    return 0;
+}
+
+/* zigzag + LEB128: 0,-1,1,-2 -> 0,1,2,3 keeps small negative numbers short.
+ * Written without shifting a negative value, which C leaves undefined. */
+static inline int
+rt_buf_put_svarint(rt_buf *b, int64_t v)
+{
+    uint64_t u = (uint64_t)v << 1;
+    return rt_buf_put_varint(b, v < 0 ? ~u : u);
+}
+
+/* varint length + bytes */
+static inline int
+rt_buf_put_str(rt_buf *b, const char *s, size_t n)
+{
+    return rt_buf_put_varint(b, n) < 0 ? -1 : rt_buf_put(b, s, n);
+}
+
+/* len = 0, keeps the memory */
+static inline void
+rt_buf_clear(rt_buf *b)
+{
+    b->len = 0;
+}
 
 /* A read cursor over bytes that may be corrupt. Every getter returns 0 on
  * success and -1 when the data ends early or is malformed; it never reads

@@ -138,3 +138,17 @@ def test_quick_web(tmp_path):
     assert "## Web: Flask and Django under gunicorn" in report
     assert "## Startup: `python -c pass`" in report
     assert "| flask | record |" in report and "| django | hook unset |" in report
+
+
+@pytest.mark.skipif(not shutil.which("valgrind"), reason="bench/percall.py needs valgrind")
+def test_percall(tmp_path):
+    """bench/percall.py counts a recorded call above a plain one, and
+    --profile names the engine's functions among those that grew."""
+    result = run([PY, REPO / "bench" / "percall.py", "--calls", "50", "--profile", "time.time()"],
+                 cwd=tmp_path, env=scrubbed_env(), timeout=300)
+    assert result.code == 0, result.describe()
+    out = result.out.decode()
+    row = next(line for line in out.splitlines() if line.startswith("| `time.time()`"))
+    plain, recorded = (int(cell.strip().replace(",", "")) for cell in row.split("|")[2:4])
+    assert 0 < plain < recorded, row
+    assert "boundary.c:record_call" in out, out
