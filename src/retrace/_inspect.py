@@ -2,6 +2,7 @@
 import collections
 import glob
 import os
+import signal
 import time
 
 from . import _engine
@@ -76,6 +77,16 @@ def summarize(path):
     }
 
 
+def _exit_status(code):
+    """As a shell would say it: a negative status is the signal that ended the process."""
+    if isinstance(code, int) and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exit status {code}"
+
+
 def render(s):
     start = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s["start_time"]))
     duration = "unknown" if s["duration"] is None else f"{s['duration']:.3f} s"
@@ -88,8 +99,8 @@ def render(s):
         f"hash seed   {s['hash_seed']}",
         f"environment {len(s['env_keys'])} variables; redacted: "
         f"{', '.join(s['env_redacted']) or 'none'}",
-        f"outcome     exit status {s['exit_code']}"
-        + (f", uncaught {s['exception']}" if s["exception"] else ""),
+        f"outcome     {_exit_status(s['exit_code'])}"
+        + (f", uncaught {s['exception'].removesuffix(': ')}" if s["exception"] else ""),
     ]
     if s["cut"]:
         lines.append(f"CUT         after event {s['cut']['after_event']}: {s['cut']['why']}; "
