@@ -10,12 +10,14 @@ the same lines, in the same places, and exit the same way.
 import random
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 
 import pytest
 
 from conftest import TIMEOUT, Run, _kill_group, assert_same_run, retrace_cmd
+from test_fatal_signals import run_signalled
 
 PROGRAM = textwrap.dedent("""\
     import os, signal, sys, threading, time
@@ -162,3 +164,31 @@ def test_keyboard_interrupt_reaches_a_loop_without_external_calls(world):
     finally:
         _kill_group(proc)
     assert (proc.returncode, out) == (0, b"interrupted\n"), err.decode()
+
+
+def test_ctrl_c_ends_the_recorded_program_as_it_ends_a_plain_one(world):
+    """Ctrl-C in a sleep: the same traceback (no frame of Retrace's in it) and
+    the same death by SIGINT, plain, recorded and replayed."""
+    prog = world.root / "sleeper.py"
+    prog.write_text('import time\nprint("ready", flush=True)\nwhile True:\n    time.sleep(0.01)\n')
+    trace = world.new_trace("sleeper")
+
+    def interrupted(cmd):
+        proc = subprocess.Popen([str(c) for c in cmd], cwd=world.work, env=world.record_env(),
+                                start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline() == b"ready\n"
+            time.sleep(0.2)     # in the loop, not still returning from print
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=TIMEOUT)
+        finally:
+            _kill_group(proc)
+        return proc.returncode, err
+
+    plain = interrupted([sys.executable, prog])
+    recorded = interrupted(retrace_cmd("record", "-o", trace, prog))
+    assert plain[0] == -signal.SIGINT and plain[1].endswith(b"KeyboardInterrupt\n"), plain
+    assert recorded == plain
+    replayed = run_signalled(retrace_cmd("replay", trace), cwd=world.work, env=world.replay_env())
+    assert (replayed.code, replayed.err) == plain, replayed.describe()

@@ -46,6 +46,23 @@ _delivering = False
 
 
 def _on_signal(signum, frame):
+    try:
+        return _dispatch(signum, frame)
+    except BaseException as exc:
+        _hide_own_frames(exc)
+        raise   # a bare raise adds no traceback entry for this frame
+
+
+def _hide_own_frames(exc):
+    """A handler's exception shows the program's frames and the handler's, as
+    without Retrace: not the wrappers of this module it passed through."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    exc.__traceback__ = tb
+
+
+def _dispatch(signum, frame):
     mode = _engine.mode()
     if mode == "replay" and not _delivering:
         # a signal sent to the replaying process itself
@@ -89,7 +106,7 @@ def _run(signum, frame):
         _event(signum, depth > 0)
     try:
         # The one line that runs the program's handler, in recording and in
-        # replay (through _on_signal): a traceback through it reads the same.
+        # replay (through _on_signal).
         return handler(signum, frame) if handler else None
     finally:
         if depth is not None:
@@ -100,8 +117,7 @@ def _run(signum, frame):
 def _deliver():
     """Run one signal handler first thing in an external call (the engine
     calls this): in replay the handler recorded at the pending event, in
-    recording the oldest deferred one; one function, so that a traceback
-    through it reads the same. Returns None, or the exception the handler
+    recording the oldest deferred one. Returns None, or the exception the handler
     raised if it ran inside the call being replayed (the engine raises it
     from that call)."""
     global _delivering
@@ -117,9 +133,9 @@ def _deliver():
     except ReplayDivergence:
         raise
     except BaseException as exc:
+        _hide_own_frames(exc)
         if inside:
-            # raised from the call as in the recording: without this frame
-            return exc.with_traceback(exc.__traceback__.tb_next)
+            return exc     # raised from the call, as in the recording
         raise
     finally:
         _delivering = False
