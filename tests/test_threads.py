@@ -16,6 +16,7 @@ print another result.
 """
 import collections
 import concurrent.futures
+import dataclasses
 import os
 import re
 import sys
@@ -225,3 +226,21 @@ def test_divergence_in_a_thread_is_reported_at_once(world):
                    timeout=10)
     assert replayed.code == 3, replayed.describe()
     assert re.search(rb"expected: time\.sleep \(thread [1-9]", replayed.err), replayed.describe()
+
+
+def test_thread_identifiers_are_the_recorded_ones(world):
+    """get_ident(), get_native_id(), Thread.ident and native_id, and so log
+    lines with %(thread)d, show the recording's values in replay (the
+    replaying threads' own differ), in the main thread, workers and a forked
+    child."""
+    case = world._script("threads_identifiers")
+    rec = case.record()
+    assert rec.code == 0 and rec.out.count(b" worker ") == 3, rec.describe()
+    # the forked child's line is in the child's own trace, TRACE.PID
+    child_line = next(line for line in rec.out.splitlines(keepends=True) if b" child: " in line)
+    child_pid = child_line.split()[0].decode()
+    parent = dataclasses.replace(rec, out=rec.out.replace(child_line, b""))
+    for _ in range(2):
+        assert_same_run(parent, world.replay(rec.trace))
+    child = world.retrace("replay", rec.trace, "--pid", child_pid)   # the parent's run, then its
+    assert child.code == 0 and child.out == parent.out + child_line, child.describe()

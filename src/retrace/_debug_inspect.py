@@ -24,7 +24,7 @@ import struct
 import sys
 import traceback
 
-from . import _engine
+from . import _engine, _threads
 
 REPR_LIMIT = 1000
 SCALARS = (str, bytes, bytearray, int, float, complex, bool, type(None))
@@ -121,7 +121,7 @@ class Inspector:
         threads = []
         for tid, (ident, _) in sorted(self.threads.items()):
             if tid == self.tid or ident in alive:
-                thread = threading._active.get(ident)
+                thread = threading._active.get(_threads.program_ident(ident))
                 threads.append([tid, thread.name if thread else f"thread {tid}"])
         return threads
 

@@ -55,7 +55,7 @@ def _number_and_start(start, function, args, kwargs):
 def _thread_main(tid, function, args, kwargs):
     _engine.enter_thread(tid)
     try:
-        _begin()
+        _take_ids(_begin())
         return function(*args, **kwargs)
     finally:
         try:
@@ -64,8 +64,64 @@ def _thread_main(tid, function, args, kwargs):
             _engine.leave_thread()
 
 
-_begin = _engine.Boundary("thread.begin", lambda: None)
+# A thread's identifiers (get_ident(), get_native_id()) come from the OS and
+# differ in replay: `thread.begin` records them, and `thread.main` the main
+# thread's; replay gives the program the recorded ones (_replay_identifiers).
+_real_get_ident = _thread.get_ident
+_real_get_native_id = _thread.get_native_id
+_recorded_ids = _thread._local()
+_program_idents = {}   # replay: a thread's real get_ident() -> the recorded one
+
+
+def _own_ids():
+    return _real_get_ident(), _real_get_native_id()
+
+
+_begin = _engine.Boundary("thread.begin", _own_ids)
 _end = _engine.Boundary("thread.end", lambda: None)
+_main = _engine.Boundary("thread.main", _own_ids)
+
+
+def _take_ids(ids):
+    """Replay: this thread answers with the identifiers it had when recorded."""
+    if _engine.mode() == "replay" and ids is not None:
+        _recorded_ids.ids = ids
+        _program_idents[_real_get_ident()] = ids[0]
+
+
+def program_ident(real_ident):
+    """The identifier the program knows a thread by, from its real one."""
+    return _program_idents.get(real_ident, real_ident)
+
+
+def _get_ident():
+    ids = getattr(_recorded_ids, "ids", None)
+    return ids[0] if ids else _real_get_ident()
+
+
+def _get_native_id():
+    ids = getattr(_recorded_ids, "ids", None)
+    return ids[1] if ids else _real_get_native_id()
+
+
+def _replay_identifiers(replaced):
+    """The main thread's identifiers are the recorded ones, also in the
+    threading module's own records of it; then get_ident() and
+    get_native_id() answer the recorded ones in every thread that has them."""
+    _take_ids(_main())
+    if _engine.mode() != "replay":
+        return
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        main = threading.main_thread()
+        real_ident = main._ident
+        main._ident, main._native_id = _recorded_ids.ids
+        active = threading._active
+        if active.get(real_ident) is main:
+            active[main._ident] = active.pop(real_ident)
+    for orig, ours in ((_real_get_ident, _get_ident), (_real_get_native_id, _get_native_id)):
+        replaced[id(orig)] = (orig, ours)
+    _thread.get_ident, _thread.get_native_id = _get_ident, _get_native_id
 
 
 def _thread_starters(replaced):
@@ -329,3 +385,4 @@ def install(replaced):
                      ("acquire", "__enter__"), ("release", "__exit__", "_release_save"))
     _patch_simple_queue()
     _patch_joins(replaced)
+    _replay_identifiers(replaced)

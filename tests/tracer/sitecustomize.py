@@ -46,10 +46,11 @@ def _install(program, out_path):
         # boundary.
         threading = modules.get("threading")
         active = getattr(threading, "_active", None)
-        thread = active.get(get_ident()) if active is not None else None
+        # threading's get_ident: in replay, the recorded identifiers that key _active
+        ident = threading.get_ident() if threading is not None else get_ident()
+        thread = active.get(ident) if active is not None else None
         if thread is not None:
             return thread.name
-        ident = get_ident()
         if ident not in unnamed:
             unnamed[ident] = f"unregistered-{len(unnamed)}"
         return unnamed[ident]
