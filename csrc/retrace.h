@@ -188,7 +188,7 @@ PyObject *rt_decode_refs(rt_cursor *in, PyObject *refs);
 /* ---- stream.c --------------------------------------------------------- */
 
 #define RT_FILE_MAGIC "RETRACE\x01"
-#define RT_FORMAT_VERSION 1
+#define RT_FORMAT_VERSION 2
 #define RT_CHUNK_MAGIC 0x4b435452u   /* "RTCK" little endian */
 #define RT_CHUNK_ZLIB 1u              /* chunk flag: payload is zlib-compressed */
 #define RT_FLUSH_INTERVAL_MS 100

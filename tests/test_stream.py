@@ -108,7 +108,7 @@ def parse(data):
     Returns (header, offset of the first chunk, [Chunk])."""
     assert data[:8] == FILE_MAGIC
     version, hlen = struct.unpack_from("<II", data, 8)
-    assert version == 1
+    assert version == 2
     header = data[16:16 + hlen]
     assert struct.unpack_from("<I", data, 16 + hlen)[0] == zlib.crc32(header)
     start = off = 16 + hlen + 4
@@ -141,7 +141,7 @@ def parse(data):
     return header, start, chunks
 
 
-def file_header(header=b"HDR", version=1, magic=FILE_MAGIC):
+def file_header(header=b"HDR", version=2, magic=FILE_MAGIC):
     return magic + struct.pack("<II", version, len(header)) + header + struct.pack("<I", zlib.crc32(header))
 
 
@@ -460,7 +460,8 @@ def test_chunk_corruption_names_the_offset(multi_chunk_trace, tmp_path):
     (b"RETRACE", r"bad magic"),
     (file_header(magic=b"RETRACE\x02"), r"bad magic"),
     (FILE_MAGIC + b"\x01\x00", "file ends inside the file header"),
-    (file_header(version=2), r"trace format version 2 is not supported by this Retrace \(supports 1\)"),
+    (file_header(version=3), r"trace format version 3 is not supported by this Retrace \(supports 2\)"),
+    (file_header(version=1), r"trace format version 1 is not supported by this Retrace \(supports 2\)"),
     (file_header(version=0), r"trace format version 0 is not supported"),
     (file_header(b"header")[:-3], "file ends inside the file header: the length at offset 12 says 6 bytes"),
     (file_header(b"header")[:-1] + b"\x00", "header checksum mismatch at offset 16"),
