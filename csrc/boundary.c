@@ -1011,7 +1011,7 @@ replay_output(Boundary *self, rt_thread *t, PyObject *const *args, PyObject *rec
     unsigned long crc;
     Py_ssize_t n;
     Py_buffer data;
-    if (!PyArg_ParseTuple(recorded, "kn", &crc, &n))
+    if (!PyArg_ParseTuple(recorded, "kn", &crc, &n) || n < 0)
         return corrupt("bad output record");
     if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) < 0)
         return NULL;
